@@ -1,0 +1,226 @@
+"""The ``metaprune`` command line: ``prune``, ``eval``, ``info`` and the sub-apps of the other packages.
+
+Every :class:`~metaprune.errors.MetapruneError` becomes one ``error: ...`` line on stderr
+and exit status 1; bad usage is typer's usage message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metaprune.errors import ConfigError, MetapruneError
+
+app = typer.Typer(
+    name="metaprune", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Learned meta-pruning and AutoML for PyTorch: prune, search, meta-train, pull pruned models.",
+)
+console = Console()
+
+ModelOption = Annotated[str, typer.Option(help="Registry name of the model (see `metaprune info`).")]
+DataOption = Annotated[str, typer.Option(help="digits (embedded), cifar10 or imagefolder.")]
+DataRootOption = Annotated[str | None, typer.Option(help="Local path for cifar10 / imagefolder data.")]
+SeedOption = Annotated[int, typer.Option(help="Seed for data split, training and pruning.")]
+
+
+def _mount_subapps() -> None:
+    """Attach the sub-command groups that other packages provide, when they are installed."""
+    import importlib
+
+    for name, module_name in (("zoo", "metaprune.zoo.cli"), ("search", "metaprune.search.cli"),
+                              ("meta", "metaprune.meta.cli"), ("diffusion", "metaprune.zoo.diffusion.cli")):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and error.name.startswith("metaprune"):
+                continue
+            raise
+        sub_app = getattr(module, "app", None)
+        if isinstance(sub_app, typer.Typer):
+            app.add_typer(sub_app, name=name)
+        elif callable(getattr(module, "register", None)):
+            module.register(app)
+
+
+def _parse_n_m(text: str) -> tuple[int, int]:
+    try:
+        n, m = (int(part) for part in text.split(":"))
+    except ValueError as error:
+        raise ConfigError(f"--n-m must look like 2:4, got {text!r}") from error
+    return n, m
+
+
+def _parse_model_kwargs(width: float | None) -> dict[str, Any]:
+    return {} if width is None else {"width": width}
+
+
+def _load_dense(weights: str, options: Any) -> Any:
+    """A dense model from a run directory or a safetensors file of the model's state dict."""
+    import metaprune
+    from metaprune.data import load_dataset
+    from metaprune.models import create_model
+    from metaprune.train import load_state
+
+    path = Path(weights)
+    if path.is_dir():
+        return metaprune.load(path)
+    splits = load_dataset(options.data, root=options.data_root, image_size=options.image_size, seed=options.seed)
+    model = create_model(options.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
+                         image_size=splits.image_size, **options.model_kwargs)
+    load_state(path, model)
+    return model
+
+
+@app.command()
+def prune(
+    model: ModelOption = "resnet20",
+    data: DataOption = "digits",
+    data_root: DataRootOption = None,
+    image_size: Annotated[int, typer.Option(help="Input side length (digits are resized from 8x8).")] = 16,
+    width: Annotated[float | None, typer.Option(help="Width multiplier (ResNet/VGG).")] = None,
+    budget: Annotated[float | None, typer.Option(help="FLOPs ratio to keep, 0 < r <= 1.")] = None,
+    speedup: Annotated[float | None, typer.Option(help="FLOPs speed-up >= 1 (alternative to --budget).")] = None,
+    pattern: Annotated[str, typer.Option(help="channel, head, unstructured or n:m.")] = "channel",
+    criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, taylor, bn_scale, lamp.")] = "group_l2",
+    ranking: Annotated[str, typer.Option(help="global or local ranking of scores.")] = "global",
+    schedule: Annotated[str, typer.Option(help="oneshot, iterative, gradual, lottery or regrow.")] = "oneshot",
+    steps: Annotated[int, typer.Option(help="Pruning steps of iterative/lottery schedules.")] = 3,
+    min_keep: Annotated[float, typer.Option(help="Fraction of each group's channels always kept.")] = 0.1,
+    n_m: Annotated[str, typer.Option("--n-m", help="N:M pattern, e.g. 2:4.")] = "2:4",
+    epochs: Annotated[int, typer.Option(help="Epochs to train the dense model.")] = 12,
+    finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning.")] = 4,
+    distill: Annotated[bool, typer.Option(help="Fine-tune with knowledge distillation from the dense model.")] = False,
+    weights: Annotated[str | None, typer.Option(help="Dense weights (.safetensors) or a run dir; skips training.")] = None,
+    plan: Annotated[str | None, typer.Option(help="Re-apply a saved structured plan.json instead of allocating.")] = None,
+    seed: SeedOption = 0,
+    latency: Annotated[bool, typer.Option(help="Measure CPU latency.")] = True,
+    out: Annotated[str, typer.Option(help="Run directory for plan/report/model.")] = "runs/prune",
+) -> None:
+    """Prune a model to a FLOPs budget, fine-tune it, and write plan.json, report.json, model.safetensors, report.png."""
+    from metaprune.prune.budget import Budget
+    from metaprune.prune.pipeline import PruneOptions, run_prune
+    from metaprune.prune.plan import PrunePlan
+
+    recipe = PrunePlan.load(plan) if plan else None
+    if recipe is not None and budget is None and speedup is None:
+        budget = recipe.flops_ratio or 1.0
+    options = PruneOptions(
+        budget=Budget.from_options(budget, speedup), model=model, model_kwargs=_parse_model_kwargs(width), data=data,
+        data_root=data_root, image_size=image_size, pattern=pattern, criterion=criterion, ranking=ranking,
+        schedule=schedule, steps=steps, min_keep=min_keep, n_m=_parse_n_m(n_m), epochs=epochs,
+        finetune_epochs=finetune_epochs, distill=distill, seed=seed, latency=latency, out=out, recipe=recipe,
+        command="metaprune " + shlex.join(sys.argv[1:]),
+    )
+    dense = _load_dense(weights, options) if weights else None
+    result = run_prune(options, dense_model=dense)
+    _print_report(result.report)
+    console.print(f"wrote {result.run_dir}/{{plan.json, report.json, model.safetensors, report.png}}")
+
+
+def _print_report(report: Any) -> None:
+    table = Table(title=f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion} / {report.schedule}")
+    for column in ("", "FLOPs", "params", "val acc", "test acc", "latency ms"):
+        table.add_column(column, justify="right")
+    for label, figures in (("dense", report.dense), ("pruned", report.pruned)):
+        latency = f"{figures.latency_ms:.2f}" if figures.latency_ms else "-"
+        table.add_row(label, f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{figures.val_accuracy:.4f}",
+                      f"{figures.test_accuracy:.4f}", latency)
+    console.print(table)
+    latency_speedup = report.speedup["latency"]
+    console.print(f"FLOPs speed-up {report.speedup['flops']:.2f}x"
+                  + (f", measured CPU latency speed-up {latency_speedup:.2f}x" if latency_speedup else "")
+                  + f", wall time {report.wall_time_s:.1f}s")
+
+
+@app.command("eval")
+def evaluate_run(
+    run_dir: Annotated[str, typer.Argument(help="A run directory written by `metaprune prune`.")],
+    data_root: DataRootOption = None,
+) -> None:
+    """Re-measure a run directory's model (accuracy, FLOPs, params, latency) and compare with its report."""
+    import metaprune
+    from metaprune.data import load_dataset, make_loaders
+    from metaprune.prune.pipeline import measure
+    from metaprune.prune.report import PruneReport
+
+    report = PruneReport.load(Path(run_dir) / "report.json")
+    model = metaprune.load(run_dir)
+    splits = load_dataset(report.dataset, root=data_root, image_size=_image_size_of(run_dir), seed=report.seed)
+    loaders = make_loaders(splits, seed=report.seed)
+    example_input = splits.test[0][0].unsqueeze(0)
+    figures = measure(model, example_input, loaders, masked=report.pattern in ("unstructured", "n:m"), latency=True)
+    table = Table(title=f"{run_dir}")
+    for column in ("", "FLOPs", "params", "test acc", "latency ms"):
+        table.add_column(column, justify="right")
+    table.add_row("report", f"{report.pruned.flops:,}", f"{report.pruned.nonzero_params:,}",
+                  f"{report.pruned.test_accuracy:.4f}", f"{report.pruned.latency_ms or 0:.2f}")
+    table.add_row("measured", f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{figures.test_accuracy:.4f}",
+                  f"{figures.latency_ms:.2f}")
+    console.print(table)
+
+
+def _image_size_of(run_dir: str) -> int:
+    from metaprune.prune.saving import read_architecture
+
+    return int(read_architecture(run_dir)["input_shape"][-1])
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Argument(help="Registry name, e.g. resnet20.")],
+    image_size: Annotated[int, typer.Option(help="Input side length.")] = 16,
+    in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes.")] = 10,
+) -> None:
+    """Show a model's parameters, FLOPs and prunable groups."""
+    import torch
+
+    from metaprune.flops import count_flops, count_params
+    from metaprune.models import create_model, list_models
+    from metaprune.prune.groups import ModelGroups
+
+    if model == "list":
+        console.print("\n".join(list_models()))
+        return
+    network = create_model(model, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    example_input = torch.zeros(1, in_channels, image_size, image_size)
+    groups = ModelGroups(network, example_input)
+    console.print(f"[bold]{model}[/bold]: {count_params(network):,} parameters, "
+                  f"{count_flops(network, example_input):,} FLOPs at {in_channels}x{image_size}x{image_size}")
+    table = Table(title=f"{len(groups.groups)} prunable groups")
+    for column in ("group", "kind", "size", "layers"):
+        table.add_column(column)
+    for group in groups.groups:
+        table.add_row(group.name, group.kind, str(group.size), str(len(group.out_layers) + len(group.in_layers)))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``metaprune`` script."""
+    _mount_subapps()
+    try:
+        app(args=argv, standalone_mode=False)
+    except MetapruneError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None
+    except (typer.Exit, SystemExit) as stop:
+        raise SystemExit(getattr(stop, "exit_code", getattr(stop, "code", 0))) from None
+    except Exception as error:  # click usage errors arrive here with standalone_mode=False
+        import click
+
+        if isinstance(error, click.ClickException):
+            error.show()
+            raise SystemExit(error.exit_code) from None
+        if isinstance(error, click.exceptions.Abort):
+            raise SystemExit(130) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""The one cost model of metaprune: FLOPs, parameters and measured CPU latency.
+
+FLOPs come from :class:`torch.utils.flop_counter.FlopCounterMode`, which counts a
+multiply-accumulate as two FLOPs (so ``MACs = FLOPs / 2``) and counts matrix products,
+convolutions and attention; element-wise work (activations, BN at inference, adds) is
+not counted. Every figure in a :class:`~metaprune.prune.report.PruneReport` and every
+budget check uses these functions.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from metaprune.errors import ConfigError
+
+__all__ = [
+    "LatencyStats",
+    "count_flops",
+    "count_params",
+    "count_nonzero_params",
+    "effective_flops",
+    "flops_by_module",
+    "measure_latency",
+]
+
+
+# PyTorch's counter misses the CPU kernel of scaled_dot_product_attention; count it like the
+# CUDA kernels (q @ k^T and attention @ v) so CPU and GPU FLOPs agree.
+def _cpu_attention_flops(query_shape, key_shape, value_shape, *_args, out_shape=None, **_kwargs) -> int:
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+
+
+def _run_counted(model: nn.Module, example_input: torch.Tensor) -> FlopCounterMode:
+    if not isinstance(example_input, torch.Tensor):
+        raise ConfigError(f"example_input must be a tensor, got {type(example_input).__name__}")
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
+            model(example_input)
+    finally:
+        model.train(was_training)
+    return counter
+
+
+def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+    """FLOPs of one forward pass of ``model`` on ``example_input`` (2 FLOPs per MAC)."""
+    return int(_run_counted(model, example_input).get_total_flops())
+
+
+def flops_by_module(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+    """FLOPs attributed to each module itself, excluding its children.
+
+    Keys are module names as in ``model.named_modules()`` (``""`` for the root). Work done
+    directly inside a container's ``forward`` (e.g. attention's ``q @ k^T``) is
+    attributed to that container.
+    """
+    counts = _run_counted(model, example_input).get_flop_counts()
+    root_prefix = type(model).__name__
+    totals: dict[str, int] = {}
+    for key, per_op in counts.items():
+        if key == "Global":
+            continue
+        name = "" if key == root_prefix else key.removeprefix(root_prefix + ".")
+        totals[name] = int(sum(per_op.values()))
+    own: dict[str, int] = {}
+    for name, total in totals.items():
+        depth = name.count(".") + 1 if name else 0
+        children = sum(
+            value
+            for other, value in totals.items()
+            if other != name
+            and (other.startswith(name + ".") if name else True)
+            and (other.count(".") + 1) == depth + 1
+        )
+        own[name] = total - children
+    return own
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements (dense count, zeros included)."""
+    return sum(parameter.numel() for parameter in model.parameters())
+
+
+def _effective_weight(module: nn.Module) -> torch.Tensor | None:
+    weight = getattr(module, "weight", None)
+    return weight if isinstance(weight, torch.Tensor) else None
+
+
+def count_nonzero_params(model: nn.Module) -> int:
+    """Number of non-zero parameter elements, counting masked weights as pruned.
+
+    Modules pruned with :mod:`torch.nn.utils.prune` keep ``weight_orig`` as a parameter;
+    their effective ``weight`` (``weight_orig * weight_mask``) is what is counted.
+    """
+    total = 0
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if name.endswith("_orig"):
+                parameter = getattr(module, name.removesuffix("_orig"))
+            total += int(torch.count_nonzero(parameter))
+    return total
+
+
+def effective_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+    """FLOPs that a sparse kernel would execute: each weighted layer's FLOPs times its weight density.
+
+    Equals :func:`count_flops` for a dense model; used as the cost of unstructured and N:M
+    pruning, where shapes do not shrink.
+    """
+    own = flops_by_module(model, example_input)
+    modules = dict(model.named_modules())
+    total = 0.0
+    for name, flops in own.items():
+        weight = _effective_weight(modules[name]) if name in modules else None
+        if weight is not None and weight.numel() > 0 and isinstance(modules[name], (nn.Conv2d, nn.Linear)):
+            total += flops * float(torch.count_nonzero(weight)) / weight.numel()
+        else:
+            total += flops
+    return int(round(total))
+
+
+@dataclass(frozen=True)
+class LatencyStats:
+    """Measured latency of one forward pass, in milliseconds."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    repeats: int
+    threads: int
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain-dict form for JSON reports."""
+        return asdict(self)
+
+
+@contextmanager
+def _num_threads(threads: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def measure_latency(
+    model: nn.Module,
+    example_input: torch.Tensor,
+    *,
+    repeats: int = 30,
+    warmup: int = 5,
+    threads: int = 1,
+) -> LatencyStats:
+    """Median CPU latency of ``model(example_input)`` after ``warmup`` untimed runs.
+
+    Runs in eval mode under ``torch.no_grad`` with a fixed number of intra-op threads so
+    figures are comparable between a dense and a pruned model measured in one process.
+    """
+    if repeats < 1 or warmup < 0 or threads < 1:
+        raise ConfigError(f"need repeats >= 1, warmup >= 0, threads >= 1; got {repeats}, {warmup}, {threads}")
+    was_training = model.training
+    model.eval()
+    timings = []
+    try:
+        with _num_threads(threads), torch.no_grad():
+            for _ in range(warmup):
+                model(example_input)
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(example_input)
+                timings.append((time.perf_counter() - start) * 1e3)
+    finally:
+        model.train(was_training)
+    deciles = statistics.quantiles(timings, n=10) if len(timings) > 1 else [timings[0]] * 9
+    return LatencyStats(statistics.median(timings), deciles[0], deciles[-1], repeats, threads)

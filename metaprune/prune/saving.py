@@ -1,0 +1,117 @@
+"""Save a pruned model as safetensors + ``architecture.json`` and rebuild it without pickle.
+
+``architecture.json`` holds the model's registry spec (name and constructor arguments),
+the example-input shape and the structured-removal history. Loading builds the dense
+architecture, replays the history (:func:`metaprune.prune.groups.replay`) so every shape
+matches, then loads the weights. Mask re-parametrisations are baked into plain weights on
+save, so a pruned model needs nothing from metaprune to run once loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metaprune.errors import ModelError, WeightsError
+from metaprune.prune.plan import PrunePlan
+from metaprune.prune.report import PruneReport
+from metaprune.train.checkpoint import read_tensors
+
+ARCHITECTURE_FILE, WEIGHTS_FILE, PLAN_FILE, REPORT_FILE = "architecture.json", "model.safetensors", "plan.json", "report.json"
+FORMAT_VERSION = 1
+
+
+def baked_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model.state_dict()`` with ``torch.nn.utils.prune`` masks applied (``w = w_orig * mask``)."""
+    state = model.state_dict()
+    baked = {}
+    for key, tensor in state.items():
+        if key.endswith("_mask") and key.removesuffix("_mask") + "_orig" in state:
+            continue
+        if key.endswith("_orig") and key.removesuffix("_orig") + "_mask" in state:
+            baked[key.removesuffix("_orig")] = tensor * state[key.removesuffix("_orig") + "_mask"]
+        else:
+            baked[key] = tensor
+    return {key: tensor.detach().contiguous().cpu() for key, tensor in baked.items()}
+
+
+def save_run(
+    run_dir: str | Path,
+    model: nn.Module,
+    *,
+    example_input: torch.Tensor,
+    history: list[dict[str, Any]] | None = None,
+    plan: PrunePlan | None = None,
+    report: PruneReport | None = None,
+) -> Path:
+    """Write ``model.safetensors`` and ``architecture.json`` (plus ``plan.json``/``report.json`` if given)."""
+    from safetensors.torch import save_file
+
+    from metaprune import __version__
+    from metaprune.models import model_spec
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        spec = model_spec(model)
+    except Exception:  # a user model outside the registry: load_run then needs the dense instance
+        spec = None
+    architecture = {
+        "format": FORMAT_VERSION,
+        "model": spec,
+        "input_shape": list(example_input.shape),
+        "history": history or [],
+        "metaprune_version": __version__,
+    }
+    (run_dir / ARCHITECTURE_FILE).write_text(json.dumps(architecture) + "\n")
+    save_file(baked_state_dict(model), str(run_dir / WEIGHTS_FILE))
+    if plan is not None:
+        plan.save(run_dir / PLAN_FILE)
+    if report is not None:
+        report.save(run_dir / REPORT_FILE)
+    return run_dir
+
+
+def read_architecture(run_dir: str | Path) -> dict[str, Any]:
+    """Parse and check ``architecture.json`` of a run directory."""
+    path = Path(run_dir) / ARCHITECTURE_FILE
+    if not Path(run_dir).is_dir():
+        raise WeightsError(f"run directory not found: {run_dir}")
+    if not path.is_file():
+        raise WeightsError(f"{path} is missing: is {run_dir} a metaprune run directory?")
+    try:
+        architecture = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise WeightsError(f"{path} is not valid JSON: {error}") from error
+    if not isinstance(architecture, dict) or architecture.get("format") != FORMAT_VERSION:
+        raise WeightsError(f"{path} has an unknown format; expected format {FORMAT_VERSION}")
+    return architecture
+
+
+def load_run(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
+    """Rebuild the pruned model of a run directory, in eval mode.
+
+    ``model`` is a dense instance of the architecture, needed only for models outside the
+    :mod:`metaprune.models` registry.
+    """
+    from metaprune.models import create_model_from_spec
+    from metaprune.prune.groups import replay
+
+    architecture = read_architecture(run_dir)
+    if model is None:
+        if architecture.get("model") is None:
+            raise ModelError(f"{run_dir} holds a model outside the registry: pass a dense instance as model=")
+        model = create_model_from_spec(architecture["model"])
+    example_input = torch.zeros(architecture["input_shape"])
+    if architecture["history"]:
+        replay(model, example_input, architecture["history"])
+    tensors, _ = read_tensors(Path(run_dir) / WEIGHTS_FILE)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as error:
+        raise WeightsError(f"weights in {run_dir} do not fit the architecture: {str(error).splitlines()[0]}") from error
+    return model.eval()

@@ -1,0 +1,29 @@
+"""Shared fixtures: small seeded models and the embedded digits data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def digits16():
+    """Digits at 16x16 (the default task), split with seed 0."""
+    from metaprune.data import load_digits_splits
+
+    return load_digits_splits(image_size=16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def digits8():
+    """Digits at their native 8x8, for the fastest training tests."""
+    from metaprune.data import load_digits_splits
+
+    return load_digits_splits(image_size=8, seed=0)
