@@ -172,6 +172,44 @@ class ModelGroups:
             return None
         return ParamRows(role, self._module_names.get(layer, ""), values, grads, channels)
 
+    def coupled_parameters(self, group: PrunableGroup) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
+        """Where each channel of ``group`` lives in the model's parameters, for differentiable penalties.
+
+        Returns ``(parameter name, dim, indices along dim, group channel of each index)`` for every
+        coupled weight, bias and norm parameter, so that a group norm can be computed from any
+        parameter dict of the same architecture (e.g. weights rewritten by a metanetwork).
+        """
+        modules = dict(self.model.named_modules())
+        if group.kind == "head":
+            module = self.model.get_submodule(group.name)
+            rows = attention_heads.head_channel_index(module, list(range(module.num_heads)))
+            width = attention_heads.head_dim(module)
+            heads = (torch.arange(rows.numel()) // width) % module.num_heads
+            columns = rows[: module.num_heads * width]
+            return [(f"{group.name}.qkv.weight", 0, rows, heads), (f"{group.name}.proj.weight", 1, columns,
+                                                                   heads[: columns.numel()])]
+        root = self.model.get_submodule(group.name)
+        tp_group = self.graph.get_pruning_group(root, self._out_fn(root), list(range(self.current_size(group))))
+        coupled = []
+        for item in tp_group:
+            layer, handler = item.dep.target.module, item.dep.handler
+            if not isinstance(layer, nn.Module) or layer not in self._module_names:
+                continue
+            name = self._module_names[layer]
+            idxs = torch.as_tensor([int(getattr(i, "idx", i)) for i in item.idxs], dtype=torch.long)
+            roots = item.root_idxs if item.root_idxs is not None else [getattr(i, "root_idx", i) for i in item.idxs]
+            channels = torch.as_tensor([int(i) for i in roots], dtype=torch.long)
+            is_out = self.graph.is_out_channel_pruning_fn(handler)
+            for parameter_name, parameter in layer.named_parameters(recurse=False):
+                if parameter.dim() == 1 and not is_out:
+                    continue  # a consumer's bias is not indexed by its input channels
+                dim = 0 if (is_out or parameter.dim() == 1) else 1
+                if isinstance(layer, CONV_LINEAR) and getattr(layer, "groups", 1) > 1 and not is_out:
+                    continue
+                if parameter.shape[dim] > int(idxs.max()) and name in modules:
+                    coupled.append((f"{name}.{parameter_name}" if name else parameter_name, dim, idxs, channels))
+        return coupled
+
     def _out_fn(self, module: nn.Module) -> Any:
         return self.graph.get_pruner_of_module(module).prune_out_channels
 

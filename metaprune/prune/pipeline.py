@@ -166,7 +166,11 @@ def run_prune(
     lr = options.finetune_lr if optimizer == "sgd" else 5e-4
     teacher = dense if options.distill else None
 
+    before_finetune: dict[str, float] = {}
+
     def train(target: nn.Module, epochs: int, on_step: Any = None) -> None:
+        if options.schedule == "oneshot" and not before_finetune:  # one-shot: the model is pruned, not yet tuned
+            before_finetune.update(val_accuracy=evaluate(target, loaders[1]), test_accuracy=evaluate(target, loaders[2]))
         fit(target, loaders[0], epochs=epochs, lr=lr, optimizer=optimizer, teacher=teacher, on_step=on_step,
             progress=progress, description="fine-tune")
 
@@ -180,7 +184,8 @@ def run_prune(
         model=options.model, dataset=options.data, pattern=options.pattern, criterion=criterion.name,
         schedule=options.schedule, budget={"flops_ratio": options.budget.flops_ratio}, dense=dense_figures,
         pruned=pruned_figures, layer_keep_ratios=_layer_keep_ratios(plan), wall_time_s=time.perf_counter() - start,
-        seed=options.seed, command=options.command, metaprune_version=__version__, extra=dict(options.extra),
+        seed=options.seed, command=options.command, metaprune_version=__version__,
+        extra={**options.extra, **({"before_finetune": before_finetune} if before_finetune else {})},
     )
     run_dir = None
     if options.out:

@@ -137,3 +137,18 @@ def test_iterative_pruning_accumulates_a_replayable_history():
     replay(rebuilt, X, pruner.history)
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt(X), model(X))
+
+
+@pytest.mark.parametrize("name", ["resnet20", "vgg11", "vit_tiny"])
+def test_coupled_parameters_reproduce_group_l2_scores(name):
+    model = _model(name)
+    groups = ModelGroups(model, X)
+    parameters = dict(model.named_parameters())
+    scores = score_groups(groups, get_criterion("group_l2"))
+    for group in groups.groups:
+        squares = torch.zeros(groups.current_size(group), dtype=torch.float64)
+        for parameter_name, dim, idxs, channels in groups.coupled_parameters(group):
+            if parameter_name.endswith("weight"):
+                values = parameters[parameter_name].detach().index_select(dim, idxs).movedim(dim, 0)
+                squares.index_add_(0, channels, values.reshape(len(idxs), -1).pow(2).sum(1).double())
+        assert torch.allclose(squares.sqrt(), scores[group.name]), group.name

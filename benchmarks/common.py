@@ -1,0 +1,61 @@
+"""Shared pieces of the benchmark scripts: result files, mean ± std tables, dense-model caching."""
+
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, Any]:
+    """Where the figures were measured."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``results/<name>.json`` with the machine description included."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
+    return path
+
+
+def mean_std(values: Iterable[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``mean ± std`` of ``values`` times ``scale`` (std 0 for a single value)."""
+    values = [value * scale for value in values]
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.{digits}f} ± {spread:.{digits}f}"
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A GitHub-flavoured Markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dense_digits_model(model: str, seed: int, epochs: int, image_size: int = 16):
+    """Train (once per process) the dense digits model a benchmark starts from; returns (model, splits, seconds)."""
+    from metaprune.data import load_digits_splits
+    from metaprune.prune.budget import Budget
+    from metaprune.prune.pipeline import PruneOptions, train_dense
+
+    splits = load_digits_splits(image_size=image_size, seed=seed)
+    start = time.perf_counter()
+    dense = train_dense(PruneOptions(Budget(1.0), model=model, epochs=epochs, seed=seed), splits, progress=False)
+    return dense, splits, time.perf_counter() - start

@@ -1,0 +1,115 @@
+"""Benchmark: every pruning criterion on digits ResNet-20 at 2x, 4x, 8x FLOPs speed-up.
+
+Same dense models, same one-shot schedule and fine-tune budget for every criterion, several
+seeds. Writes ``results/criteria.json`` and ``results/criteria.png`` and prints a Markdown
+table (mean ± std of test accuracy before and after fine-tuning, and the measured CPU
+latency speed-up beside the FLOPs speed-up).
+
+    python benchmarks/criteria.py                 # 3 seeds, the README table
+    python benchmarks/criteria.py --quick         # 1 seed, 2 criteria, a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import RESULTS, dense_digits_model, markdown_table, mean_std, write_json  # noqa: E402
+
+from metaprune.prune.budget import Budget  # noqa: E402
+from metaprune.prune.criteria import CRITERIA  # noqa: E402
+from metaprune.prune.pipeline import PruneOptions, run_prune  # noqa: E402
+
+
+def run(seeds: list[int], speedups: list[float], criteria: list[str], epochs: int, finetune_epochs: int) -> dict:
+    """Prune every (seed, speed-up, criterion) and collect the reports."""
+    runs, dense_info = [], []
+    for seed in seeds:
+        dense, splits, seconds = dense_digits_model("resnet20", seed, epochs)
+        for speedup in speedups:
+            for criterion in criteria:
+                options = PruneOptions(Budget.from_speedup(speedup), criterion=criterion, finetune_epochs=finetune_epochs,
+                                       epochs=epochs, seed=seed)
+                report = run_prune(options, splits=splits, dense_model=dense, progress=False).report
+                runs.append({"seed": seed, "speedup": speedup, "criterion": criterion, "report": report.to_dict()})
+                print(f"seed {seed} {speedup}x {criterion:9s} test {report.pruned.test_accuracy:.4f} "
+                      f"flops {report.speedup['flops']:.2f}x latency {report.speedup['latency']:.2f}x", flush=True)
+        dense_info.append({"seed": seed, "train_seconds": seconds, "test_accuracy": runs[-1]["report"]["dense"]["test_accuracy"]})
+    return {"dense": dense_info, "runs": runs, "epochs": epochs, "finetune_epochs": finetune_epochs}
+
+
+def table(result: dict, speedups: list[float], criteria: list[str]) -> str:
+    """Markdown table: accuracy before/after fine-tune (mean ± std over seeds), FLOPs and latency speed-ups."""
+    rows = []
+    for speedup in speedups:
+        for criterion in criteria:
+            picked = [run["report"] for run in result["runs"] if run["speedup"] == speedup and run["criterion"] == criterion]
+            before = [r["extra"]["before_finetune"]["test_accuracy"] for r in picked]
+            after = [r["pruned"]["test_accuracy"] for r in picked]
+            flops = statistics.mean(r["speedup"]["flops"] for r in picked)
+            latency = statistics.mean(r["speedup"]["latency"] for r in picked)
+            rows.append([f"{speedup:g}x", criterion, mean_std(before), mean_std(after), f"{flops:.2f}x", f"{latency:.2f}x"])
+    return markdown_table(["target", "criterion", "test acc before FT (%)", "test acc after FT (%)",
+                           "FLOPs speed-up", "CPU latency speed-up"], rows)
+
+
+def plot(result: dict, speedups: list[float], criteria: list[str], path: Path) -> None:
+    """Accuracy after fine-tune vs speed-up, one line per criterion, and latency vs FLOPs speed-up."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for criterion in criteria:
+        means = []
+        for speedup in speedups:
+            picked = [r["report"]["pruned"]["test_accuracy"] for r in result["runs"]
+                      if r["speedup"] == speedup and r["criterion"] == criterion]
+            means.append(100 * statistics.mean(picked))
+        left.plot(speedups, means, marker="o", label=criterion)
+    left.set_xscale("log", base=2)
+    left.set_xlabel("FLOPs speed-up target")
+    left.set_ylabel("test accuracy after fine-tune (%)")
+    left.legend(fontsize=7)
+    flops = [r["report"]["speedup"]["flops"] for r in result["runs"]]
+    latency = [r["report"]["speedup"]["latency"] for r in result["runs"]]
+    right.scatter(flops, latency, s=12)
+    right.plot([1, max(flops)], [1, max(flops)], "k--", linewidth=0.8, label="latency = FLOPs")
+    right.set_xlabel("FLOPs speed-up")
+    right.set_ylabel("measured CPU latency speed-up (batch 32, 1 thread)")
+    right.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--speedups", type=float, nargs="+", default=[2, 4, 8])
+    parser.add_argument("--criteria", nargs="+", default=list(CRITERIA))
+    parser.add_argument("--epochs", type=int, default=12, help="dense training epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=4)
+    parser.add_argument("--quick", action="store_true", help="1 seed, 2 criteria, 2x and 8x")
+    args = parser.parse_args()
+    if args.quick:
+        args.seeds, args.criteria, args.speedups = [0], ["group_l2", "random"], [2, 8]
+    torch.set_num_threads(2)
+    result = run(args.seeds, args.speedups, args.criteria, args.epochs, args.finetune_epochs)
+    name = "criteria_quick" if args.quick else "criteria"
+    print(f"wrote {write_json(name, result)}")
+    plot(result, args.speedups, args.criteria, RESULTS / f"{name}.png")
+    dense = result["dense"]
+    print(f"dense ResNet-20: test accuracy {mean_std(d['test_accuracy'] for d in dense)} %, "
+          f"trained in {statistics.mean(d['train_seconds'] for d in dense):.1f} s")
+    print(table(result, args.speedups, args.criteria))
+
+
+if __name__ == "__main__":
+    main()
