@@ -22,6 +22,7 @@ app = typer.Typer(
     help="Learned meta-pruning and AutoML for PyTorch: prune, search, meta-train, pull pruned models.",
 )
 console = Console()
+_invocation: list[str] = []  # the arguments of this run, recorded in reports as the reproducing command
 
 ModelOption = Annotated[str, typer.Option(help="Registry name of the model (see `metaprune info`).")]
 DataOption = Annotated[str, typer.Option(help="digits (embedded), cifar10 or imagefolder.")]
@@ -115,7 +116,7 @@ def prune(
         data_root=data_root, image_size=image_size, pattern=pattern, criterion=criterion, ranking=ranking,
         schedule=schedule, steps=steps, min_keep=min_keep, n_m=_parse_n_m(n_m), epochs=epochs,
         finetune_epochs=finetune_epochs, distill=distill, seed=seed, latency=latency, out=out, recipe=recipe,
-        command="metaprune " + shlex.join(sys.argv[1:]),
+        command="metaprune " + shlex.join(_invocation),
     )
     dense = _load_dense(weights, options) if weights else None
     result = run_prune(options, dense_model=dense)
@@ -149,8 +150,8 @@ def evaluate_run(
     from metaprune.prune.pipeline import measure
     from metaprune.prune.report import PruneReport
 
-    report = PruneReport.load(Path(run_dir) / "report.json")
     model = metaprune.load(run_dir)
+    report = PruneReport.load(Path(run_dir) / "report.json")
     splits = load_dataset(report.dataset, root=data_root, image_size=_image_size_of(run_dir), seed=report.seed)
     loaders = make_loaders(splits, seed=report.seed)
     example_input = splits.test[0][0].unsqueeze(0)
@@ -204,6 +205,7 @@ def info(
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``metaprune`` script."""
     _mount_subapps()
+    _invocation[:] = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv, standalone_mode=False)
     except MetapruneError as error:

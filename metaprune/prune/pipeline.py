@@ -27,6 +27,11 @@ from metaprune.prune.saving import save_run
 from metaprune.train import evaluate, fit, seed_everything
 
 
+#: Lottery-ticket rewinding goes back to the weights after this fraction of dense training
+#: (Frankle et al., 2019: rewinding to an early iterate rather than to initialisation).
+REWIND_FRACTION = 0.1
+
+
 @dataclass
 class PruneOptions:
     """Everything ``metaprune prune`` can be told; defaults are the embedded digits task."""
@@ -83,8 +88,14 @@ def _optimizer_for(model_name: str) -> str:
     return "adamw" if model_name.startswith("vit") else "sgd"
 
 
-def train_dense(options: PruneOptions, splits: DataSplits, *, progress: bool = True) -> nn.Module:
-    """Build the model named in ``options`` and train it on ``splits`` (seeded)."""
+def train_dense(
+    options: PruneOptions, splits: DataSplits, *, progress: bool = True, rewind: dict[str, torch.Tensor] | None = None
+) -> nn.Module:
+    """Build the model named in ``options`` and train it on ``splits`` (seeded).
+
+    If ``rewind`` is a dict, it is filled with the weights after the first ``REWIND_FRACTION``
+    of training: the early iterate that lottery-ticket rewinding returns to.
+    """
     seed_everything(options.seed)
     model = create_model(
         options.model, num_classes=splits.num_classes, in_channels=splits.in_channels,
@@ -93,8 +104,13 @@ def train_dense(options: PruneOptions, splits: DataSplits, *, progress: bool = T
     train_loader, val_loader, _ = make_loaders(splits, batch_size=options.batch_size, seed=options.seed)
     optimizer = _optimizer_for(options.model)
     lr = options.lr if optimizer == "sgd" else 2e-3
+    def capture(network: nn.Module, step: int, total_steps: int) -> None:
+        if rewind is not None and step == max(1, round(REWIND_FRACTION * total_steps)):
+            rewind.update({name: value.detach().clone() for name, value in network.state_dict().items()})
+
     fit(model, train_loader, epochs=options.epochs, lr=lr, optimizer=optimizer, val_loader=val_loader,
-        warmup_epochs=1 if optimizer == "adamw" else 0, progress=progress, description=f"train {options.model}")
+        warmup_epochs=1 if optimizer == "adamw" else 0, on_step=capture, progress=progress,
+        description=f"train {options.model}")
     return model
 
 
@@ -123,10 +139,13 @@ def make_pruner(options: PruneOptions, model: nn.Module, example_input: torch.Te
 
         return StructuredPruner(model, example_input, criterion, ranking=options.ranking, min_keep=options.min_keep,
                                 pattern=options.pattern, calibration=calibration)
-    from metaprune.prune.masks import MaskPruner
+    from metaprune.prune.masks import MaskPruner, n_m_incompatible_layers
 
+    dense_layers = n_m_incompatible_layers(model, options.n_m[1]) if options.pattern == "n:m" else []
+    if dense_layers:
+        options.extra["dense_layers"] = dense_layers
     return MaskPruner(model, example_input, criterion, pattern=options.pattern, ranking=options.ranking,
-                      n_m=options.n_m, calibration=calibration)
+                      n_m=options.n_m, calibration=calibration, ignored_layers=dense_layers)
 
 
 def _layer_keep_ratios(plan: PrunePlan) -> dict[str, float]:
@@ -152,7 +171,8 @@ def run_prune(
     start = time.perf_counter()
     splits = splits or load_dataset(options.data, root=options.data_root, image_size=options.image_size, seed=options.seed)
     loaders = make_loaders(splits, batch_size=options.batch_size, seed=options.seed)
-    dense = dense_model if dense_model is not None else train_dense(options, splits, progress=progress)
+    rewind: dict[str, torch.Tensor] = {}
+    dense = dense_model if dense_model is not None else train_dense(options, splits, progress=progress, rewind=rewind)
     dense.eval()
     example_input = splits.test[0][0].unsqueeze(0)
     dense_figures = measure(dense, example_input, loaders, masked=False, latency=options.latency)
@@ -174,7 +194,8 @@ def run_prune(
         fit(target, loaders[0], epochs=epochs, lr=lr, optimizer=optimizer, teacher=teacher, on_step=on_step,
             progress=progress, description="fine-tune")
 
-    schedule = get_schedule(options.schedule, steps=options.steps)
+    # Without an early iterate (a dense model passed in), lottery rewinds to the trained weights.
+    schedule = get_schedule(options.schedule, steps=options.steps, rewind_state=rewind or None)
     model = schedule.run(model, pruner, train, options.budget.flops_ratio, options.finetune_epochs)
     model.eval()
     pruned_figures = measure(model, example_input, loaders, masked=pruner.uses_masks, latency=options.latency)
