@@ -26,7 +26,6 @@ from metaprune.prune.report import ModelFigures, PruneReport, plot_report
 from metaprune.prune.saving import save_run
 from metaprune.train import evaluate, fit, seed_everything
 
-
 #: Lottery-ticket rewinding goes back to the weights after this fraction of dense training
 #: (Frankle et al., 2019: rewinding to an early iterate rather than to initialisation).
 REWIND_FRACTION = 0.1
