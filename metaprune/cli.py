@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
     _mount_subapps()
     _invocation[:] = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # click returns, not raises, exit codes in this mode
     except MetapruneError as error:
         typer.echo(f"error: {error}", err=True)
         raise SystemExit(1) from None
@@ -222,6 +222,8 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(error, click.exceptions.Abort):
             raise SystemExit(130) from None
         raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,172 @@
+"""Verified, resumable, atomic download of one file.
+
+The bytes go to ``<dest>.part``; an interrupted transfer is resumed with an HTTP ``Range``
+request (a server that answers ``200`` instead of ``206`` restarts the file from zero).  Only
+when the whole ``.part`` file has the expected size and sha256 is it moved onto ``dest`` with
+``os.replace``, so ``dest`` is either absent or verified; a checksum mismatch deletes the
+partial file and raises :class:`ChecksumError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO
+
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from metaprune import __version__
+from metaprune.errors import ChecksumError, ZooError
+from metaprune.zoo.urls import local_path, resolve_hf
+
+CHUNK_BYTES = 1 << 16
+PROGRESS_MIN_BYTES = 8 << 20
+TIMEOUT_S = 30.0
+RETRY_DELAY_S = 0.2
+# Errors that mean "the transfer broke, the server is there": worth resuming.
+_TRANSIENT = (http.client.HTTPException, ConnectionError, TimeoutError)
+
+
+class _Interrupted(Exception):
+    """The stream ended before the expected number of bytes arrived."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_matches(path: Path, sha256: str, size: int) -> bool:
+    """True when ``path`` has exactly ``size`` bytes and the given sha256 (size is checked first: cheap)."""
+    return path.stat().st_size == size and sha256_file(path) == sha256
+
+
+@contextmanager
+def _open_from(url: str, start: int) -> Iterator[tuple[BinaryIO, int]]:
+    """Open ``url`` for reading from byte ``start``; yields the stream and the offset it really starts at."""
+    if url.startswith("file:"):
+        with local_path(url).open("rb") as stream:
+            stream.seek(start)
+            yield stream, start
+        return
+    headers = {"User-Agent": f"metaprune/{__version__}"}
+    if start:
+        headers["Range"] = f"bytes={start}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and start:  # the partial file is longer than the resource: start over
+            with _open_from(url, 0) as opened:
+                yield opened
+            return
+        raise ZooError(f"download of {url} failed: HTTP {error.code} {error.reason}") from error
+    except urllib.error.URLError as error:
+        raise ZooError(f"cannot reach {url}: {error.reason}; set METAPRUNE_OFFLINE=1 to use the cache only") from error
+    with response:
+        content_range = response.headers.get("Content-Range", "")
+        if response.status == 206 and not content_range.startswith(f"bytes {start}-"):
+            raise ZooError(f"{url} answered a request for bytes {start}- with {content_range!r}; cannot resume")
+        # 200 means the server ignored Range and sends the whole file: restart from zero.
+        yield response, start if response.status == 206 else 0
+
+
+@contextmanager
+def _progress(label: str, total: int, done: int, enabled: bool) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar on stderr for large files; yields ``advance(n_bytes)``."""
+    if not enabled:
+        yield lambda n_bytes: None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    console = Console(stderr=True)
+    # On a terminal the bar vanishes when done; in a log the final line stays as a record.
+    with Progress(*columns, console=console, transient=console.is_terminal) as bar:
+        task = bar.add_task(label, total=total, completed=done)
+        yield lambda n_bytes: bar.advance(task, n_bytes)
+
+
+def _fetch_into(url: str, part: Path, size: int, show_progress: bool) -> int:
+    """Append the rest of ``url`` to ``part``; returns the offset it resumed from (0 = fresh)."""
+    start = part.stat().st_size if part.exists() else 0
+    if start > size:
+        start = 0
+    if start == size and size:
+        return start
+    with _open_from(url, start) as (stream, offset):
+        with part.open("ab" if offset else "wb") as out, _progress(part.stem, size, offset, show_progress) as advance:
+            written = offset
+            while written < size and (chunk := stream.read(min(CHUNK_BYTES, size - written))):
+                out.write(chunk)
+                written += len(chunk)
+                advance(len(chunk))
+            # A server sending more than the registry says is as wrong as a short one.
+            if written == size and stream.read(1):
+                raise ChecksumError(f"{url} is longer than the {size} bytes the registry records")
+    if written < size:
+        raise _Interrupted(f"got {written} of {size} bytes")
+    return offset
+
+
+def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int = 3,
+                  progress: bool | None = None) -> Path:
+    """Download ``url`` to ``dest``, resuming on interruption and verifying before it lands.
+
+    Args:
+        url: ``file://``, ``http(s)://`` or ``hf://`` URL.
+        dest: final path; its parent is created.
+        sha256: expected hex digest of the whole file.
+        size: expected size in bytes.
+        retries: how many times a broken transfer is resumed before giving up.
+        progress: show a progress bar (default: only for files of 8 MiB or more).
+
+    Raises:
+        ChecksumError: the complete file has another sha256; nothing is left behind.
+        ZooError: unreachable URL, HTTP error, or still incomplete after ``retries`` resumes
+            (the ``.part`` file is kept so a later call resumes it).
+    """
+    url = resolve_hf(url)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    show_progress = size >= PROGRESS_MIN_BYTES if progress is None else progress
+    for attempt in range(retries + 1):
+        try:
+            resumed_from = _fetch_into(url, part, size, show_progress)
+            break
+        except (_Interrupted, *_TRANSIENT) as error:
+            if attempt == retries:
+                raise ZooError(f"download of {url} stopped short {retries + 1} times ({error}); the partial file "
+                               f"{part} is kept and the next pull resumes it") from error
+            time.sleep(RETRY_DELAY_S * (attempt + 1))
+        except ChecksumError:
+            part.unlink(missing_ok=True)
+            raise
+    if sha256_file(part) != sha256:
+        part.unlink()
+        if resumed_from:  # the old partial bytes may be what was wrong: one clean attempt
+            return download_file(url, dest, sha256=sha256, size=size, retries=retries, progress=progress)
+        raise ChecksumError(f"sha256 of {url} does not match the registry (expected {sha256}); "
+                            "the file was discarded — the source is corrupt or the index is out of date")
+    os.replace(part, dest)
+    return dest
+
+
+def copy_verified(source: Path, dest: Path) -> tuple[str, int]:
+    """Copy ``source`` to ``dest`` atomically; returns the copy's (sha256, size) as published."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    shutil.copyfile(source, part)
+    digest, size = sha256_file(part), part.stat().st_size
+    os.replace(part, dest)
+    return digest, size

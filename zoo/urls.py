@@ -1,0 +1,63 @@
+"""Resolution of the URLs a registry may hold: ``file://``, ``http(s)://``, ``hf://`` and relative.
+
+``hf://owner/repo/path/in/repo`` names a file of a Hugging Face hub repository and resolves to
+``https://huggingface.co/owner/repo/resolve/main/path/in/repo``.  A relative URL is resolved
+against the location of the index that holds it (a folder on disk or a URL), so a published
+zoo folder can be moved or served over HTTP unchanged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urljoin, urlparse
+from urllib.request import url2pathname
+
+from metaprune.errors import ZooError
+
+HF_ENDPOINT = "https://huggingface.co"
+REMOTE_SCHEMES = ("http", "https")
+SUPPORTED_SCHEMES = ("file", "hf", *REMOTE_SCHEMES)
+
+
+def resolve_hf(url: str) -> str:
+    """Turn ``hf://owner/repo/path`` into its ``https://huggingface.co/.../resolve/main/...`` URL.
+
+    Any other URL is returned unchanged.
+    """
+    if not url.startswith("hf://"):
+        return url
+    parts = url[len("hf://") :].split("/", 2)
+    if len(parts) < 2 or not all(parts[:2]):
+        raise ZooError(f"invalid hf:// URL {url!r}: expected hf://owner/repo[/path]")
+    owner, repo = parts[0], parts[1]
+    path = parts[2] if len(parts) == 3 else ""
+    return f"{HF_ENDPOINT}/{owner}/{repo}/resolve/main/{path}"
+
+
+def location_url(location: str | Path) -> str:
+    """Absolute URL of an index location given as a local path or any supported URL."""
+    text = str(location)
+    scheme = urlparse(text).scheme
+    if scheme in SUPPORTED_SCHEMES:
+        return resolve_hf(text)
+    if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
+        raise ZooError(f"unsupported URL scheme {scheme!r} in {text!r}; use one of {SUPPORTED_SCHEMES}")
+    return Path(text).expanduser().resolve().as_uri()
+
+
+def join_url(base: str, relative: str) -> str:
+    """Resolve ``relative`` (a relative or absolute URL) against the absolute URL ``base``."""
+    return urljoin(resolve_hf(base), resolve_hf(relative))
+
+
+def is_remote(url: str) -> bool:
+    """True for URLs that need the network (``http``, ``https``, ``hf``)."""
+    return urlparse(url).scheme in (*REMOTE_SCHEMES, "hf")
+
+
+def local_path(url: str) -> Path:
+    """The filesystem path of a ``file://`` URL."""
+    parsed = urlparse(url)
+    if parsed.scheme != "file":
+        raise ZooError(f"{url!r} is not a file:// URL")
+    return Path(url2pathname(parsed.path))

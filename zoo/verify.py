@@ -1,0 +1,125 @@
+"""Load a zoo model, and check that it still does what its card says.
+
+:func:`verify` pulls an entry, rebuilds the model with :func:`metaprune.load`, re-measures the
+test accuracy on the dataset named in its report (the split is fixed by the report's seed)
+and its FLOPs, and compares both with the card:
+
+    |acc_measured - acc_card| * 100 <= accuracy_points
+    |flops_measured - flops_card| <= flops_fraction * flops_card
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from metaprune.errors import ZooError
+from metaprune.zoo.cache import pull, pull_entry
+from metaprune.zoo.registry import load_index
+from metaprune.zoo.rundir import read_report
+from metaprune.zoo.settings import is_offline
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# A deviation of exactly the tolerance passes; float subtraction (0.91 - 0.90) overshoots by ~1e-15.
+_ROUNDING = 1e-9
+SPARSE_PATTERNS = ("unstructured", "n:m")  # shapes do not shrink: cost is the effective FLOPs
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How far a re-measurement may stray from the card: accuracy in points, FLOPs as a fraction."""
+
+    accuracy_points: float = 1.0
+    flops_fraction: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.accuracy_points < 0 or self.flops_fraction < 0:
+            raise ZooError(f"tolerances must be >= 0, got {self}")
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Claimed (card) and measured accuracy and FLOPs of one entry, and whether they agree."""
+
+    name: str
+    card_accuracy: float
+    measured_accuracy: float
+    card_flops: int
+    measured_flops: int
+    tolerance: Tolerance
+
+    @property
+    def accuracy_ok(self) -> bool:
+        """Accuracy within ``tolerance.accuracy_points`` percentage points of the card."""
+        return abs(self.measured_accuracy - self.card_accuracy) * 100.0 <= self.tolerance.accuracy_points + _ROUNDING
+
+    @property
+    def flops_ok(self) -> bool:
+        """FLOPs within ``tolerance.flops_fraction`` of the card (relative)."""
+        return abs(self.measured_flops - self.card_flops) <= self.tolerance.flops_fraction * self.card_flops + _ROUNDING
+
+    @property
+    def passed(self) -> bool:
+        """Both checks hold."""
+        return self.accuracy_ok and self.flops_ok
+
+    def summary(self) -> str:
+        """Two lines, one per check, for people."""
+        mark = {True: "ok", False: "MISMATCH"}
+        return (f"{self.name}: test accuracy {100 * self.measured_accuracy:.2f} % vs card "
+                f"{100 * self.card_accuracy:.2f} % (±{self.tolerance.accuracy_points} pt) {mark[self.accuracy_ok]}\n"
+                f"{self.name}: FLOPs {self.measured_flops:,} vs card {self.card_flops:,} "
+                f"(±{100 * self.tolerance.flops_fraction:g} %) {mark[self.flops_ok]}")
+
+
+def load(name: str, *, offline: bool | None = None, index: str | Path | None = None) -> nn.Module:
+    """Pull entry ``name`` (verified) and rebuild its model with :func:`metaprune.load` (no pickle)."""
+    import metaprune
+
+    return metaprune.load(pull(name, offline=offline, index=index))
+
+
+def _image_size(directory: Path) -> int:
+    architecture: Any = json.loads((directory / "architecture.json").read_text(encoding="utf-8"))
+    try:
+        return int(architecture["model"]["kwargs"]["image_size"])
+    except (KeyError, TypeError) as error:
+        raise ZooError(f"{directory / 'architecture.json'} does not record model.kwargs.image_size") from error
+
+
+def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | None = None,
+           index: str | Path | None = None, data_root: str | Path | None = None,
+           batch_size: int = 256) -> VerifyResult:
+    """Re-measure test accuracy and FLOPs of entry ``name`` and compare them with its card.
+
+    Args:
+        tolerance: allowed deviation (default ±1.0 accuracy point, ±1 % FLOPs).
+        data_root: folder of the dataset for datasets that are not embedded (``digits`` is).
+
+    Returns:
+        A :class:`VerifyResult`; ``result.passed`` says whether the card holds.
+    """
+    from metaprune.data import load_dataset, make_loaders
+    from metaprune.flops import count_flops, effective_flops
+    from metaprune.train.loops import evaluate
+
+    entry = load_index(index, offline=is_offline(offline)).get(name)
+    directory = pull_entry(entry, offline=offline)
+    report = read_report(directory)
+    import metaprune
+
+    model = metaprune.load(directory)
+    options: dict[str, Any] = {"image_size": _image_size(directory), "seed": int(report.get("seed", 0))}
+    splits = load_dataset(report["dataset"], data_root, **options)
+    test_loader = make_loaders(splits, batch_size=batch_size)[2]
+    example_input = splits.test[0][0].unsqueeze(0)
+    flops_of = effective_flops if entry.pattern in SPARSE_PATTERNS else count_flops
+    return VerifyResult(
+        name=name, card_accuracy=float(entry.metrics["pruned"]["test_accuracy"]),
+        measured_accuracy=evaluate(model, test_loader), card_flops=entry.flops["pruned"],
+        measured_flops=flops_of(model, example_input), tolerance=tolerance or Tolerance(),
+    )
