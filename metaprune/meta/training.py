@@ -1,0 +1,280 @@
+r"""Meta-training: teach a metanetwork to rewrite networks so that they prune easily.
+
+For a zoo network :math:`f_\theta` the metanetwork proposes :math:`\theta' = M(\theta)`. The loss is
+
+.. math:: L = \mathrm{CE}\big(f_{\theta'}(x), y\big)
+          + \lambda \frac{1}{C} \sum_{g} \sum_{c \in g} a_{g,c}\, \lVert \theta'_{g,c} \rVert_2
+
+where :math:`\theta'_{g,c}` is every weight coupled to channel :math:`c` of prunable group
+:math:`g` (:meth:`~metaprune.prune.groups.ModelGroups.coupled_parameters`), and the group-lasso
+coefficient :math:`a_{g,c}` is 1 for the channels ranked below ``target_keep`` in their group by
+their current norm and ``important_weight`` (small) for the rest: less important groups are
+pushed harder towards zero. The task loss keeps the rewritten network accurate; the penalty
+concentrates it on few channels, so group-norm pruning afterwards removes little that matters.
+
+Each epoch ends with a validation pass on held-out zoo networks: rewrite, re-estimate
+BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs with global group-L2 ranking
+and measure validation accuracy without fine-tuning. The best epoch by that number is kept.
+Checkpoints are written every epoch and ``resume=True`` continues an interrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
+from torch.func import functional_call
+
+from metaprune.data import DataSplits, make_loaders
+from metaprune.errors import ConfigError, WeightsError
+from metaprune.flops import count_flops
+from metaprune.graph import network_to_graph
+from metaprune.graph.decode import graph_to_parameters
+from metaprune.meta.metanetwork import MetaNetwork
+from metaprune.meta.model_zoo import ZooNetwork, example_input_for
+from metaprune.meta.rewrite import rewrite_network
+from metaprune.prune.criteria import get_criterion
+from metaprune.prune.groups import ModelGroups
+from metaprune.prune.structured import prune_to_flops
+from metaprune.train import evaluate, recalibrate_batchnorm, seed_everything
+from metaprune.train.checkpoint import read_tensors
+
+CHECKPOINT, BEST, OPTIMIZER, STATE, REPORT = "checkpoint.safetensors", "metanet.safetensors", "optimizer.pt", "state.json", "meta_report.json"
+
+
+@dataclass
+class MetaTrainConfig:
+    """Hyper-parameters of the metanetwork and of meta-training."""
+
+    hidden: int = 32
+    layers: int = 3
+    epsilon: float = 0.1
+    epochs: int = 10
+    steps_per_epoch: int = 40
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    sparsity_weight: float = 0.5
+    target_keep: float = 0.35
+    important_weight: float = 0.05
+    batch_size: int = 64
+    val_speedup: float = 8.0
+    seed: int = 0
+
+    def metanet_kwargs(self) -> dict[str, Any]:
+        """Arguments that rebuild the :class:`MetaNetwork`."""
+        return {"hidden": self.hidden, "layers": self.layers, "epsilon": self.epsilon}
+
+
+@dataclass
+class MetaHistory:
+    """Per-epoch curves of one meta-training run."""
+
+    task_loss: list[float] = field(default_factory=list)
+    sparsity_loss: list[float] = field(default_factory=list)
+    val_pruned_accuracy: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+
+
+class _Case:
+    """A zoo network prepared for meta-training: its graph, coupled parameters and inputs."""
+
+    def __init__(self, network: ZooNetwork, root: Path, example_input: torch.Tensor):
+        self.network = network
+        self.model = network.load(root)
+        self.graph = network_to_graph(self.model, example_input)
+        groups = ModelGroups(self.model, example_input)
+        self.coupled = [groups.coupled_parameters(group) for group in groups.groups]
+        self.sizes = [groups.current_size(group) for group in groups.groups]
+        self.example_input = example_input
+
+
+def group_norms(parameters: dict[str, torch.Tensor], coupled: list, sizes: list[int]) -> list[torch.Tensor]:
+    """Differentiable L2 norm of every channel of every group, from a parameter dict."""
+    norms = []
+    for slices, size in zip(coupled, sizes):
+        squares = torch.zeros(size, dtype=torch.float32)
+        for name, dim, idxs, channels in slices:
+            values = parameters[name].index_select(dim, idxs).movedim(dim, 0).reshape(len(idxs), -1)
+            squares = squares.index_add(0, channels, values.pow(2).sum(1))
+        norms.append((squares + 1e-12).sqrt())
+    return norms
+
+
+def sparsity_penalty(norms: list[torch.Tensor], target_keep: float, important_weight: float) -> torch.Tensor:
+    """Group lasso with stronger weight on the channels ranked below ``target_keep`` in each group."""
+    total, count = norms[0].new_zeros(()), 0
+    for channel_norms in norms:
+        keep = max(1, math.ceil(target_keep * channel_norms.numel()))
+        ranks = torch.argsort(torch.argsort(channel_norms.detach(), descending=True))
+        weights = torch.where(ranks < keep, important_weight, 1.0)
+        total = total + (weights * channel_norms).sum()
+        count += channel_norms.numel()
+    return total / max(1, count)
+
+
+def _train_mode_parameters(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # BatchNorm updates its running statistics in place in train mode: give it detached copies.
+    return {name: value.detach().clone() if "running_" in name or "num_batches" in name else value
+            for name, value in parameters.items()}
+
+
+def validate(metanet: MetaNetwork, cases: list[_Case], splits: DataSplits, speedup: float) -> float:
+    """Mean validation accuracy of held-out networks rewritten, BN-recalibrated and pruned (no fine-tune)."""
+    train_loader, val_loader, _ = make_loaders(splits, batch_size=128, seed=0)
+    accuracies = []
+    for case in cases:
+        rewritten = prepare_for_pruning(metanet, case.model, case.example_input, train_loader)
+        target = count_flops(rewritten, case.example_input) / speedup
+        prune_to_flops(rewritten, case.example_input, target, get_criterion("group_l2"))
+        accuracies.append(evaluate(rewritten, val_loader))
+    return sum(accuracies) / len(accuracies)
+
+
+def prepare_for_pruning(metanet: MetaNetwork, model: nn.Module, example_input: torch.Tensor, loader: Any) -> nn.Module:
+    """Rewrite ``model`` with the metanetwork (a copy) and re-estimate its BatchNorm statistics."""
+    rewritten = rewrite_network(metanet, model, example_input)
+    return recalibrate_batchnorm(rewritten, loader).eval()
+
+
+class MetaTrainer:
+    """Runs meta-training over a model zoo, with checkpoints and resume (see the module docstring)."""
+
+    def __init__(self, config: MetaTrainConfig, zoo_root: str | Path, networks: list[ZooNetwork], splits: DataSplits,
+                 out: str | Path):
+        if not 0 < config.target_keep <= 1 or config.sparsity_weight < 0 or config.epochs < 1 or config.steps_per_epoch < 1:
+            raise ConfigError("need 0 < target_keep <= 1, sparsity_weight >= 0, epochs >= 1, steps_per_epoch >= 1")
+        train_networks = [network for network in networks if network.split == "train"]
+        val_networks = [network for network in networks if network.split == "val"]
+        if not train_networks or not val_networks:
+            raise ConfigError("the model zoo needs both train and val networks")
+        self.config, self.splits, self.out = config, splits, Path(out)
+        example_input = example_input_for(splits)
+        self.train_cases = [_Case(network, Path(zoo_root), example_input) for network in train_networks]
+        self.val_cases = [_Case(network, Path(zoo_root), example_input) for network in val_networks]
+        seed_everything(config.seed)
+        self.metanet = MetaNetwork(**config.metanet_kwargs())
+        self.optimizer = torch.optim.AdamW(self.metanet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.history = MetaHistory()
+        self.start_epoch, self.best = 0, -1.0
+
+    def resume(self) -> bool:
+        """Continue from the last checkpoint in ``out``; returns False if there is none."""
+        state_path = self.out / STATE
+        if not state_path.is_file():
+            return False
+        state = json.loads(state_path.read_text())
+        if state["config"] != asdict(self.config):
+            raise ConfigError(f"{self.out} was trained with another configuration; use a new --out or the same options")
+        tensors, _ = read_tensors(self.out / CHECKPOINT)
+        self.metanet.load_state_dict(tensors)
+        self.optimizer.load_state_dict(torch.load(self.out / OPTIMIZER, weights_only=True))
+        self.history = MetaHistory(**state["history"])
+        self.start_epoch, self.best = state["epoch"] + 1, state["best"]
+        return True
+
+    def _step(self, case: _Case, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
+        parameters = graph_to_parameters(self.metanet(case.graph), case.model)
+        case.model.train()
+        logits = functional_call(case.model, _train_mode_parameters(parameters), (inputs,))
+        case.model.eval()
+        task = F.cross_entropy(logits, targets)
+        sparsity = sparsity_penalty(group_norms(parameters, case.coupled, case.sizes), self.config.target_keep,
+                                    self.config.important_weight)
+        loss = task + self.config.sparsity_weight * sparsity
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.metanet.parameters(), 1.0)
+        self.optimizer.step()
+        return float(task.detach()), float(sparsity.detach())
+
+    def fit(self, progress: bool = True) -> MetaHistory:
+        """Train the remaining epochs; checkpoint after each one."""
+        config = self.config
+        train_loader, _, _ = make_loaders(self.splits, batch_size=config.batch_size, seed=config.seed)
+        columns = (TextColumn("meta-train"), BarColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
+        total = (config.epochs - self.start_epoch) * config.steps_per_epoch
+        with Progress(*columns, disable=not progress, transient=True) as bar:
+            task = bar.add_task("meta", total=total, status="")
+            for epoch in range(self.start_epoch, config.epochs):
+                start = time.perf_counter()
+                generator = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
+                batches = iter(train_loader)
+                task_losses, sparsity_losses = [], []
+                for _ in range(config.steps_per_epoch):
+                    case = self.train_cases[int(torch.randint(len(self.train_cases), (1,), generator=generator))]
+                    try:
+                        inputs, targets = next(batches)
+                    except StopIteration:
+                        batches = iter(train_loader)
+                        inputs, targets = next(batches)
+                    task_loss, sparsity_loss = self._step(case, inputs, targets)
+                    task_losses.append(task_loss)
+                    sparsity_losses.append(sparsity_loss)
+                    bar.update(task, advance=1, status=f"epoch {epoch} task {task_loss:.3f} sparsity {sparsity_loss:.3f}")
+                self.history.task_loss.append(sum(task_losses) / len(task_losses))
+                self.history.sparsity_loss.append(sum(sparsity_losses) / len(sparsity_losses))
+                self.history.val_pruned_accuracy.append(validate(self.metanet, self.val_cases, self.splits, config.val_speedup))
+                self.history.epoch_seconds.append(time.perf_counter() - start)
+                self._checkpoint(epoch)
+        return self.history
+
+    def _checkpoint(self, epoch: int) -> None:
+        from safetensors.torch import save_file
+
+        self.out.mkdir(parents=True, exist_ok=True)
+        tensors = {name: value.detach().contiguous() for name, value in self.metanet.state_dict().items()}
+        metadata = {"metaprune": json.dumps({"metanet": self.config.metanet_kwargs(), "epoch": epoch})}
+        save_file(tensors, str(self.out / CHECKPOINT), metadata=metadata)
+        if self.history.val_pruned_accuracy[-1] > self.best:
+            self.best = self.history.val_pruned_accuracy[-1]
+            save_file(tensors, str(self.out / BEST), metadata=metadata)
+        torch.save(self.optimizer.state_dict(), self.out / OPTIMIZER)
+        state = {"epoch": epoch, "best": self.best, "config": asdict(self.config), "history": asdict(self.history)}
+        (self.out / STATE).write_text(json.dumps(state, indent=2) + "\n")
+        write_meta_report(self.out, self.config, self.history)
+
+
+def write_meta_report(out: Path, config: MetaTrainConfig, history: MetaHistory) -> None:
+    """``meta_report.json`` with the loss curves and ``meta_report.png`` plotting them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (out / REPORT).write_text(json.dumps({"config": asdict(config), "history": asdict(history)}, indent=2) + "\n")
+    epochs = range(1, len(history.task_loss) + 1)
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 3.8))
+    losses.plot(epochs, history.task_loss, marker="o", label="task (CE)")
+    losses.plot(epochs, history.sparsity_loss, marker="o", label="group-sparsity penalty")
+    losses.set_xlabel("epoch")
+    losses.legend()
+    accuracy.plot(epochs, [100 * value for value in history.val_pruned_accuracy], marker="o", color="#d8823b")
+    accuracy.set_xlabel("epoch")
+    accuracy.set_ylabel(f"val accuracy after {config.val_speedup:g}x pruning, no fine-tune (%)")
+    figure.tight_layout()
+    figure.savefig(out / "meta_report.png", dpi=110)
+    plt.close(figure)
+
+
+def load_metanet(path: str | Path) -> MetaNetwork:
+    """A trained metanetwork from a ``metanet.safetensors`` file or a meta-training directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / BEST
+    tensors, metadata = read_tensors(path)
+    if "metanet" not in metadata:
+        raise WeightsError(f"{path} is not a metanetwork checkpoint (no metanet settings in its metadata)")
+    metanet = MetaNetwork(**metadata["metanet"])
+    try:
+        metanet.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise WeightsError(f"{path} does not fit a MetaNetwork: {str(error).splitlines()[0]}") from error
+    return metanet.eval()

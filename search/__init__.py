@@ -1,0 +1,23 @@
+"""Budget-constrained per-layer allocation: search spaces, allocators, rate-distortion DP, Optuna and Ray Tune.
+
+Every method returns a :class:`~metaprune.prune.plan.PrunePlan` whose FLOPs are within 2% of
+the budget: proposals are projected onto the budget before they are evaluated.
+"""
+
+from metaprune.search.allocators import Allocator, get_allocator
+from metaprune.search.dp import RateDistortionAllocator, solve_rate_distortion
+from metaprune.search.methods import (
+    METHODS,
+    SearchContext,
+    SearchResult,
+    TrialRecord,
+    get_method,
+    register_method,
+)
+from metaprune.search.objective import SearchSetup
+from metaprune.search.space import TOLERANCE, SearchSpace
+
+__all__ = [
+    "METHODS", "TOLERANCE", "Allocator", "RateDistortionAllocator", "SearchContext", "SearchResult", "SearchSetup",
+    "SearchSpace", "TrialRecord", "get_allocator", "get_method", "register_method", "solve_rate_distortion",
+]

@@ -1,0 +1,152 @@
+"""The registry of search methods by name: allocators (one trial) and searchers (many trials).
+
+A method takes a :class:`SearchContext` and returns a :class:`SearchResult`. Other packages
+add theirs with :func:`register_method` (``metaprune.search.nas`` registers TAS and DASS);
+the CLI lists whatever is registered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from metaprune.errors import ConfigError
+from metaprune.prune.plan import PrunePlan
+from metaprune.search.allocators import get_allocator
+from metaprune.search.objective import Objective, SearchSetup
+from metaprune.search.space import TOLERANCE, SearchSpace
+
+SAMPLERS = ("tpe", "cmaes", "nsga2")
+
+
+@dataclass
+class SearchContext:
+    """One search: the space and objective built from ``setup``, and how many trials to spend where."""
+
+    setup: SearchSetup
+    space: SearchSpace
+    objective: Objective
+    trials: int = 50
+    sampler: str = "tpe"
+    seed: int = 0
+    run_dir: Path | None = None
+    study: str | None = None
+    storage: str | None = None
+    workers: int = 1
+    address: str | None = None
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.sampler not in SAMPLERS:
+            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+    @classmethod
+    def from_setup(cls, setup: SearchSetup, **options: object) -> SearchContext:
+        """Build the space and objective of ``setup`` and wrap them with the search options."""
+        space, objective = setup.build()
+        return cls(setup, space, objective, **options)  # type: ignore[arg-type]
+
+    def score(self, keep_ratios: torch.Tensor) -> float:
+        """The objective's final score of a projected keep-ratio vector."""
+        *_, final = self.objective.rounds(keep_ratios)
+        return final
+
+
+@dataclass
+class TrialRecord:
+    """One evaluated (projected, hence feasible) point of the search space."""
+
+    number: int
+    keep_ratios: list[float]
+    flops_ratio: float
+    score: float | None
+    state: str = "COMPLETE"
+    source: str = ""
+
+
+@dataclass
+class SearchResult:
+    """The best plan, every trial, and the Pareto front (score up, FLOPs down) of the complete trials."""
+
+    method: str
+    best_plan: PrunePlan
+    best_score: float | None
+    trials: list[TrialRecord]
+    pareto: list[TrialRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.pareto:
+            self.pareto = pareto_front(self.trials)
+
+
+def pareto_front(trials: list[TrialRecord]) -> list[TrialRecord]:
+    """Complete trials not dominated in (higher score, lower FLOPs ratio), by FLOPs."""
+    done = [trial for trial in trials if trial.state == "COMPLETE" and trial.score is not None]
+    front = [
+        trial for trial in done
+        if not any(other.score >= trial.score and other.flops_ratio <= trial.flops_ratio
+                   and (other.score > trial.score or other.flops_ratio < trial.flops_ratio) for other in done)
+    ]
+    return sorted(front, key=lambda trial: trial.flops_ratio)
+
+
+def best_feasible(trials: list[TrialRecord], budget_ratio: float) -> TrialRecord:
+    """The highest-scoring complete trial within the budget (with the projection's tolerance)."""
+    feasible = [trial for trial in trials if trial.state == "COMPLETE" and trial.score is not None
+                and trial.flops_ratio <= budget_ratio * (1 + TOLERANCE)]
+    if not feasible:
+        raise ConfigError("no complete trial within the budget; run more trials")
+    return max(feasible, key=lambda trial: trial.score)
+
+
+SearchMethod = Callable[[SearchContext], SearchResult]
+METHODS: dict[str, SearchMethod] = {}
+
+
+def register_method(name: str) -> Callable[[SearchMethod], SearchMethod]:
+    """Decorator adding a search method to :data:`METHODS` under ``name``."""
+    def add(method: SearchMethod) -> SearchMethod:
+        METHODS[name] = method
+        return method
+    return add
+
+
+def get_method(name: str) -> SearchMethod:
+    """A registered method by name, else ConfigError listing the known ones."""
+    if name not in METHODS:
+        raise ConfigError(f"unknown search method {name!r}; choose one of {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+def allocator_method(name: str) -> SearchMethod:
+    """A method that evaluates one allocator's plan as its single trial."""
+    def run(context: SearchContext) -> SearchResult:
+        plan = get_allocator(name).allocate(context.space, context.setup.calibration)
+        keep_ratios = context.space.ratios_of_plan(plan)
+        trial = TrialRecord(0, keep_ratios.tolist(), context.space.flops_ratio(keep_ratios), context.score(keep_ratios),
+                            source=name)
+        return SearchResult(name, plan, trial.score, [trial])
+    run.__doc__ = f"The {name} allocator's plan, scored by the objective."
+    return run
+
+
+def _searcher(module: str, function: str) -> SearchMethod:
+    """A searcher imported on first use, so that ``import metaprune.search`` does not import Ray."""
+    def run(context: SearchContext) -> SearchResult:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(context)
+    return run
+
+
+for _name in ("uniform", "erk", "global_magnitude", "lamp", "dp"):
+    register_method(_name)(allocator_method(_name))
+register_method("optuna")(_searcher("metaprune.search.optuna_search", "optuna_search"))
+register_method("ray")(_searcher("metaprune.search.ray_tune", "ray_search"))

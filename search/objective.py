@@ -1,0 +1,115 @@
+"""What a trial is scored by: output distortion (cheap) or validation accuracy after a short fine-tune.
+
+Both are maximised. :class:`SearchSetup` is the picklable recipe (dense model, data,
+budget) from which any process, a Ray worker included, rebuilds the search space and the
+objective: the space itself holds a traced dependency graph that does not pickle.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+
+from metaprune.data import DataSplits, make_loaders
+from metaprune.errors import ConfigError
+from metaprune.prune.budget import Budget
+from metaprune.prune.criteria import get_criterion
+from metaprune.prune.structured import apply_plan
+from metaprune.search.distortion import MaskedModel
+from metaprune.search.space import SearchSpace
+from metaprune.train import evaluate, fit, seed_everything
+
+OBJECTIVES = ("distortion", "finetune")
+
+
+class Objective(Protocol):
+    """Scores a projected keep-ratio vector; higher is better."""
+
+    name: str
+
+    def rounds(self, keep_ratios: torch.Tensor) -> Iterator[float]:
+        """Scores as evaluation proceeds (the last is final); schedulers such as ASHA may stop early."""
+
+
+class DistortionObjective:
+    """Minus the calibration output distortion of the pruned model (see :mod:`metaprune.search.distortion`)."""
+
+    name = "distortion"
+
+    def __init__(self, space: SearchSpace, calibration: tuple[torch.Tensor, torch.Tensor]):
+        self.space, self.masked = space, MaskedModel(space, calibration)
+
+    def rounds(self, keep_ratios: torch.Tensor) -> Iterator[float]:
+        yield -float(self.masked.distortion(self.space.counts_of(keep_ratios)[None])[0])
+
+
+class FinetuneObjective:
+    """Validation accuracy of a pruned copy after fine-tuning on a fraction of the training set.
+
+    The fine-tune is split into ``rounds_count`` equal parts, each followed by a validation
+    score, so that a scheduler can stop unpromising trials.
+    """
+
+    name = "finetune"
+
+    def __init__(self, space: SearchSpace, splits: DataSplits, calibration: tuple[torch.Tensor, torch.Tensor], *,
+                 fraction: float = 0.25, rounds_count: int = 2, lr: float = 0.01, batch_size: int = 64, seed: int = 0):
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(f"fine-tune fraction must be in (0, 1], got {fraction}")
+        self.space, self.splits, self.calibration = space, splits, calibration
+        self.fraction, self.rounds_count, self.lr, self.batch_size, self.seed = fraction, rounds_count, lr, batch_size, seed
+        self.val_loader = make_loaders(splits, batch_size=256, seed=seed)[1]
+
+    def _part_loader(self, part: int) -> DataLoader:
+        size = len(self.splits.train)
+        per_round = max(self.batch_size, int(self.fraction * size / self.rounds_count))
+        order = torch.randperm(size, generator=torch.Generator().manual_seed(self.seed))
+        chosen = order[(part * per_round) % size:][:per_round].tolist()
+        generator = torch.Generator().manual_seed(self.seed + part)
+        return DataLoader(Subset(self.splits.train, chosen), batch_size=self.batch_size, shuffle=True, generator=generator)
+
+    def rounds(self, keep_ratios: torch.Tensor) -> Iterator[float]:
+        seed_everything(self.seed)
+        model = copy.deepcopy(self.space.model)
+        apply_plan(model, self.space.example_input, self.space.to_plan(keep_ratios), get_criterion(self.space.criterion),
+                   self.calibration)
+        for part in range(self.rounds_count):
+            fit(model, self._part_loader(part), epochs=1, lr=self.lr, progress=False)
+            yield evaluate(model, self.val_loader)
+
+
+@dataclass
+class SearchSetup:
+    """Everything needed to rebuild a search space and its objective in any process."""
+
+    model: nn.Module
+    example_input: torch.Tensor
+    budget: Budget
+    calibration: tuple[torch.Tensor, torch.Tensor]
+    objective: str = "distortion"
+    splits: DataSplits | None = None
+    min_keep: float = 0.1
+    criterion: str = "group_l2"
+    finetune_fraction: float = 0.25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if self.objective == "finetune" and self.splits is None:
+            raise ConfigError("the finetune objective needs the data splits")
+
+    def build(self) -> tuple[SearchSpace, Objective]:
+        """The search space of the dense model and the objective that scores its points."""
+        self.model.eval()
+        space = SearchSpace(self.model, self.example_input, self.budget, min_keep=self.min_keep, criterion=self.criterion)
+        if self.objective == "distortion":
+            return space, DistortionObjective(space, self.calibration)
+        return space, FinetuneObjective(space, self.splits, self.calibration, fraction=self.finetune_fraction,
+                                        seed=self.seed)

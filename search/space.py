@@ -1,0 +1,151 @@
+"""The search space: per-group keep ratios in ``[floor, 1]`` and the projection onto a FLOPs budget.
+
+Every allocator and every trial proposes a vector of keep ratios :math:`p_g`; the space
+maps it onto the budget before anything is evaluated, so every trial is feasible. The
+projection keeps relative preferences: with pruned fractions :math:`q_g = 1 - p_g` it finds
+by bisection the scale :math:`s \\ge 0` with
+
+.. math:: F\\big(\\mathrm{clamp}(1 - s\\,q_g,\\ \\mathrm{floor}_g,\\ 1)\\big) = T,
+
+where :math:`F` is the analytic :class:`~metaprune.prune.cost.GroupCostModel` and :math:`T`
+the target FLOPs, then rounds to whole channels and corrects the rounding error one
+channel at a time until :math:`|F - T| \\le` ``tolerance`` :math:`\\cdot T`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from metaprune.errors import BudgetError, ConfigError
+from metaprune.prune.budget import Budget
+from metaprune.prune.cost import GroupCostModel
+from metaprune.prune.groups import ModelGroups
+from metaprune.prune.plan import PrunePlan
+
+#: Every projected plan is within this fraction of the target FLOPs.
+TOLERANCE = 0.02
+
+
+class SearchSpace:
+    """Keep ratios of the prunable groups of one dense model, with their FLOPs and a budget projection.
+
+    ``min_keep`` is the per-group floor: group :math:`g` keeps at least
+    :math:`\\lceil \\mathrm{min\\_keep} \\cdot n_g \\rceil` channels (as :func:`~metaprune.prune.structured.apply_plan` does).
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, budget: Budget, *, min_keep: float = 0.1,
+                 criterion: str = "group_l2"):
+        if not 0.0 < min_keep <= 1.0:
+            raise ConfigError(f"min_keep must be in (0, 1], got {min_keep}")
+        self.model, self.example_input, self.budget = model, example_input, budget
+        self.min_keep, self.criterion = min_keep, criterion
+        self.groups = ModelGroups(model, example_input)
+        if not self.groups.groups:
+            raise ConfigError(f"{type(model).__name__} has no prunable groups; nothing to search")
+        self.cost = GroupCostModel(self.groups)
+        self.names: list[str] = list(self.cost.group_names)
+        self.sizes: torch.Tensor = self.cost.sizes
+        self.floor_counts = torch.tensor([min(size, max(1, math.ceil(min_keep * size))) for size in self.sizes.tolist()],
+                                         dtype=torch.float64)
+        self.floor: torch.Tensor = self.floor_counts / self.sizes
+        self.dense_flops = self.cost.dense_flops
+        lowest = self.flops_ratio_of_counts(self.floor_counts)
+        if lowest > budget.flops_ratio * (1 + TOLERANCE):
+            raise BudgetError(
+                f"budget {budget.flops_ratio:.4g} of the dense FLOPs is below what min_keep={min_keep} allows "
+                f"({lowest:.4g}); raise the budget or lower --min-keep"
+            )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def flops_ratio_of_counts(self, keep_counts: torch.Tensor) -> float:
+        """FLOPs of whole-channel keep counts, as a fraction of the dense FLOPs."""
+        return self.cost.flops(keep_counts) / self.dense_flops
+
+    def counts_of(self, keep_ratios: torch.Tensor) -> torch.Tensor:
+        """Whole channels kept for keep ratios (rounded, clamped to ``[floor, size]``)."""
+        counts = torch.round(torch.as_tensor(keep_ratios, dtype=torch.float64) * self.sizes)
+        return torch.minimum(torch.maximum(counts, self.floor_counts), self.sizes)
+
+    def flops_ratio(self, keep_ratios: torch.Tensor) -> float:
+        """FLOPs ratio of a keep-ratio vector (after rounding to whole channels)."""
+        return self.flops_ratio_of_counts(self.counts_of(keep_ratios))
+
+    def check(self, keep_ratios: torch.Tensor) -> torch.Tensor:
+        """``keep_ratios`` as a float64 vector of the right length with finite entries, else ConfigError."""
+        ratios = torch.as_tensor(keep_ratios, dtype=torch.float64).flatten()
+        if ratios.numel() != len(self) or not torch.isfinite(ratios).all():
+            raise ConfigError(f"a proposal needs {len(self)} finite keep ratios, got {ratios.numel()}")
+        return ratios.clamp(0.0, 1.0)
+
+    def project(self, keep_ratios: torch.Tensor, flops_ratio: float | None = None) -> torch.Tensor:
+        """Keep ratios (whole channels over sizes) within ``TOLERANCE`` of the target FLOPs ratio.
+
+        ``flops_ratio`` defaults to the budget; the pruned fractions of the proposal are scaled
+        by one scalar, so a group the proposal prunes twice as hard stays pruned about twice as hard.
+        """
+        target = self.budget.flops_ratio if flops_ratio is None else float(flops_ratio)
+        pruned = 1.0 - torch.maximum(self.check(keep_ratios), self.floor)
+        if float(pruned.max()) <= 0.0:
+            pruned = 1.0 - self.floor  # a dense proposal carries no preference: prune evenly
+        pruned = pruned.clamp_min(1e-6)
+
+        def counts_at(scale: float) -> torch.Tensor:
+            return self.counts_of((1.0 - scale * pruned).clamp(min=0.0))
+
+        low, high = 0.0, float(((1.0 - self.floor) / pruned).max()) + 1.0
+        for _ in range(50):
+            middle = (low + high) / 2
+            if self.flops_ratio_of_counts(counts_at(middle)) > target:
+                low = middle
+            else:
+                high = middle
+        counts = min((counts_at(low), counts_at(high)), key=lambda c: abs(self.flops_ratio_of_counts(c) - target))
+        return self._correct(counts, target) / self.sizes
+
+    def _correct(self, counts: torch.Tensor, target: float) -> torch.Tensor:
+        """Greedy single-channel moves toward the target: rounding to whole channels can jump past it."""
+        counts = counts.clone()
+        error = self.flops_ratio_of_counts(counts) - target
+        while abs(error) > TOLERANCE * target / 2:
+            step = -1.0 if error > 0 else 1.0
+            best, best_error = None, abs(error)
+            for index in range(len(self)):
+                moved = counts[index] + step
+                if not self.floor_counts[index] <= moved <= self.sizes[index]:
+                    continue
+                counts[index] = moved
+                trial_error = self.flops_ratio_of_counts(counts) - target
+                counts[index] -= step
+                if abs(trial_error) < best_error:
+                    best, best_error = index, abs(trial_error)
+            if best is None:
+                break
+            counts[best] += step
+            error = self.flops_ratio_of_counts(counts) - target
+        return counts
+
+    def feasible(self, keep_ratios: torch.Tensor, flops_ratio: float | None = None) -> bool:
+        """Whether ``keep_ratios`` is within ``[floor, 1]`` and ``TOLERANCE`` of the target FLOPs."""
+        target = self.budget.flops_ratio if flops_ratio is None else flops_ratio
+        ratios = torch.as_tensor(keep_ratios, dtype=torch.float64)
+        in_box = bool(((ratios >= self.floor - 1e-9) & (ratios <= 1.0 + 1e-9)).all())
+        return in_box and abs(self.flops_ratio(ratios) - target) <= TOLERANCE * target
+
+    def to_plan(self, keep_ratios: torch.Tensor) -> PrunePlan:
+        """The structured :class:`PrunePlan` of a keep-ratio vector (ratios are whole channels over sizes)."""
+        counts = self.counts_of(keep_ratios)
+        ratios = {name: float(count / size) for name, count, size in zip(self.names, counts, self.sizes)}
+        return PrunePlan("channel", ratios, self.criterion, "local", self.min_keep, None,
+                         round(self.flops_ratio_of_counts(counts), 6))
+
+    def ratios_of_plan(self, plan: PrunePlan) -> torch.Tensor:
+        """Inverse of :meth:`to_plan` (groups missing from the plan keep everything)."""
+        unknown = set(plan.keep_ratios) - set(self.names)
+        if unknown:
+            raise ConfigError(f"plan names groups this model does not have: {sorted(unknown)[:5]}")
+        return torch.tensor([plan.keep_ratios.get(name, 1.0) for name in self.names], dtype=torch.float64)
