@@ -88,7 +88,8 @@ def prune(
     budget: Annotated[float | None, typer.Option(help="FLOPs ratio to keep, 0 < r <= 1.")] = None,
     speedup: Annotated[float | None, typer.Option(help="FLOPs speed-up >= 1 (alternative to --budget).")] = None,
     pattern: Annotated[str, typer.Option(help="channel, head, unstructured or n:m.")] = "channel",
-    criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, taylor, bn_scale, lamp.")] = "group_l2",
+    criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, taylor, bn_scale, lamp, or meta (needs --metanet).")] = "group_l2",
+    metanet: Annotated[str | None, typer.Option(help="Trained metanetwork (metanet.safetensors or its training dir) for --criterion meta.")] = None,
     ranking: Annotated[str, typer.Option(help="global or local ranking of scores.")] = "global",
     schedule: Annotated[str, typer.Option(help="oneshot, iterative, gradual, lottery or regrow.")] = "oneshot",
     steps: Annotated[int, typer.Option(help="Pruning steps of iterative/lottery schedules.")] = 3,
@@ -113,7 +114,7 @@ def prune(
         budget = recipe.flops_ratio or 1.0
     options = PruneOptions(
         budget=Budget.from_options(budget, speedup), model=model, model_kwargs=_parse_model_kwargs(width), data=data,
-        data_root=data_root, image_size=image_size, pattern=pattern, criterion=criterion, ranking=ranking,
+        data_root=data_root, image_size=image_size, pattern=pattern, criterion=criterion, metanet=metanet, ranking=ranking,
         schedule=schedule, steps=steps, min_keep=min_keep, n_m=_parse_n_m(n_m), epochs=epochs,
         finetune_epochs=finetune_epochs, distill=distill, seed=seed, latency=latency, out=out, recipe=recipe,
         command="metaprune " + shlex.join(_invocation),

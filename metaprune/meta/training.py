@@ -20,6 +20,7 @@ Checkpoints are written every epoch and ``resume=True`` continues an interrupted
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -30,7 +31,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-from torch import nn
 from torch.func import functional_call
 
 from metaprune.data import DataSplits, make_loaders
@@ -40,11 +40,11 @@ from metaprune.graph import network_to_graph
 from metaprune.graph.decode import graph_to_parameters
 from metaprune.meta.metanetwork import MetaNetwork
 from metaprune.meta.model_zoo import ZooNetwork, example_input_for
-from metaprune.meta.rewrite import rewrite_network
+from metaprune.meta.pruning import prepare_for_pruning
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.groups import ModelGroups
 from metaprune.prune.structured import prune_to_flops
-from metaprune.train import evaluate, recalibrate_batchnorm, seed_everything
+from metaprune.train import evaluate, seed_everything
 from metaprune.train.checkpoint import read_tensors
 
 CHECKPOINT, BEST, OPTIMIZER, STATE, REPORT = "checkpoint.safetensors", "metanet.safetensors", "optimizer.pt", "state.json", "meta_report.json"
@@ -81,6 +81,7 @@ class MetaHistory:
     sparsity_loss: list[float] = field(default_factory=list)
     val_pruned_accuracy: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    baseline_val_pruned_accuracy: float | None = None
 
 
 class _Case:
@@ -126,22 +127,20 @@ def _train_mode_parameters(parameters: dict[str, torch.Tensor]) -> dict[str, tor
             for name, value in parameters.items()}
 
 
-def validate(metanet: MetaNetwork, cases: list[_Case], splits: DataSplits, speedup: float) -> float:
-    """Mean validation accuracy of held-out networks rewritten, BN-recalibrated and pruned (no fine-tune)."""
+def validate(metanet: MetaNetwork | None, cases: list[_Case], splits: DataSplits, speedup: float) -> float:
+    """Mean validation accuracy of held-out networks rewritten, BN-recalibrated and pruned (no fine-tune).
+
+    With ``metanet=None`` the networks are pruned as they are: the plain group-L2 baseline.
+    """
     train_loader, val_loader, _ = make_loaders(splits, batch_size=128, seed=0)
     accuracies = []
     for case in cases:
-        rewritten = prepare_for_pruning(metanet, case.model, case.example_input, train_loader)
+        rewritten = (prepare_for_pruning(metanet, case.model, case.example_input, train_loader) if metanet is not None
+                     else copy.deepcopy(case.model))
         target = count_flops(rewritten, case.example_input) / speedup
         prune_to_flops(rewritten, case.example_input, target, get_criterion("group_l2"))
         accuracies.append(evaluate(rewritten, val_loader))
     return sum(accuracies) / len(accuracies)
-
-
-def prepare_for_pruning(metanet: MetaNetwork, model: nn.Module, example_input: torch.Tensor, loader: Any) -> nn.Module:
-    """Rewrite ``model`` with the metanetwork (a copy) and re-estimate its BatchNorm statistics."""
-    rewritten = rewrite_network(metanet, model, example_input)
-    return recalibrate_batchnorm(rewritten, loader).eval()
 
 
 class MetaTrainer:
@@ -198,14 +197,21 @@ class MetaTrainer:
     def fit(self, progress: bool = True) -> MetaHistory:
         """Train the remaining epochs; checkpoint after each one."""
         config = self.config
-        train_loader, _, _ = make_loaders(self.splits, batch_size=config.batch_size, seed=config.seed)
+        if self.history.baseline_val_pruned_accuracy is None:
+            with torch.no_grad():  # the untouched zoo networks, pruned the same way: what meta-training must beat
+                self.history.baseline_val_pruned_accuracy = validate(None, self.val_cases, self.splits, config.val_speedup)
         columns = (TextColumn("meta-train"), BarColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
         total = (config.epochs - self.start_epoch) * config.steps_per_epoch
         with Progress(*columns, disable=not progress, transient=True) as bar:
             task = bar.add_task("meta", total=total, status="")
             for epoch in range(self.start_epoch, config.epochs):
                 start = time.perf_counter()
-                generator = torch.Generator().manual_seed(config.seed * 10_007 + epoch)
+                # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
+                epoch_seed = config.seed * 10_007 + epoch
+                generator = torch.Generator().manual_seed(epoch_seed)
+                train_loader, _, _ = make_loaders(self.splits, batch_size=config.batch_size, seed=epoch_seed)
+                if hasattr(train_loader.dataset, "set_epoch"):
+                    train_loader.dataset.set_epoch(epoch)
                 batches = iter(train_loader)
                 task_losses, sparsity_losses = [], []
                 for _ in range(config.steps_per_epoch):
@@ -256,7 +262,12 @@ def write_meta_report(out: Path, config: MetaTrainConfig, history: MetaHistory) 
     losses.plot(epochs, history.sparsity_loss, marker="o", label="group-sparsity penalty")
     losses.set_xlabel("epoch")
     losses.legend()
-    accuracy.plot(epochs, [100 * value for value in history.val_pruned_accuracy], marker="o", color="#d8823b")
+    accuracy.plot(epochs, [100 * value for value in history.val_pruned_accuracy], marker="o", color="#d8823b",
+                  label="rewritten by the metanetwork")
+    if history.baseline_val_pruned_accuracy is not None:
+        accuracy.axhline(100 * history.baseline_val_pruned_accuracy, color="gray", linestyle="--",
+                         label="not rewritten (group L2)")
+    accuracy.legend()
     accuracy.set_xlabel("epoch")
     accuracy.set_ylabel(f"val accuracy after {config.val_speedup:g}x pruning, no fine-tune (%)")
     figure.tight_layout()

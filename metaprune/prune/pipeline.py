@@ -43,6 +43,7 @@ class PruneOptions:
     image_size: int = 16
     pattern: str = "channel"
     criterion: str = "group_l2"
+    metanet: str | None = None
     ranking: str = "global"
     schedule: str = "oneshot"
     steps: int = 3
@@ -69,6 +70,9 @@ class PruneOptions:
             raise ConfigError("epochs and finetune epochs must be >= 0")
         if self.recipe is not None:
             self.pattern = self.recipe.pattern
+        if (self.criterion == "meta") != (self.metanet is not None):
+            raise ConfigError("--criterion meta and --metanet PATH go together: the metanetwork criterion needs a "
+                              "trained metanetwork (python train_meta.py train), and --metanet needs --criterion meta")
 
 
 @dataclass
@@ -151,6 +155,19 @@ def _layer_keep_ratios(plan: PrunePlan) -> dict[str, float]:
     return {name: round(ratio, 4) for name, ratio in plan.keep_ratios.items()}
 
 
+def _meta_rewrite(options: PruneOptions, model: nn.Module, example_input: torch.Tensor,
+                  loaders: tuple) -> tuple[nn.Module, Criterion, dict[str, Any]]:
+    """The metanetwork criterion: rewrite ``model`` (BN re-estimated) and rank by the rewritten group norms."""
+    from metaprune.meta.pruning import MetaCriterion, prepare_for_pruning
+    from metaprune.meta.training import load_metanet
+
+    start = time.perf_counter()
+    rewritten = prepare_for_pruning(load_metanet(options.metanet), model, example_input, loaders[0])
+    extra = {"metanet": str(options.metanet), "rewrite_seconds": time.perf_counter() - start,
+             "rewritten_val_accuracy": evaluate(rewritten, loaders[1])}
+    return rewritten, MetaCriterion(), extra
+
+
 def run_prune(
     options: PruneOptions,
     *,
@@ -178,6 +195,9 @@ def run_prune(
 
     seed_everything(options.seed)
     model = copy.deepcopy(dense)
+    meta_extra: dict[str, Any] = {}
+    if options.criterion == "meta" and criterion is None:
+        model, criterion, meta_extra = _meta_rewrite(options, model, example_input, loaders)
     criterion = criterion or get_criterion(options.criterion, seed=options.seed)
     calibration = calibration_batch(splits, n=options.calibration_size, seed=options.seed)
     pruner = make_pruner(options, model, example_input, criterion, calibration)
@@ -205,7 +225,7 @@ def run_prune(
         schedule=options.schedule, budget={"flops_ratio": options.budget.flops_ratio}, dense=dense_figures,
         pruned=pruned_figures, layer_keep_ratios=_layer_keep_ratios(plan), wall_time_s=time.perf_counter() - start,
         seed=options.seed, command=options.command, metaprune_version=__version__,
-        extra={**options.extra, **({"before_finetune": before_finetune} if before_finetune else {})},
+        extra={**options.extra, **meta_extra, **({"before_finetune": before_finetune} if before_finetune else {})},
     )
     run_dir = None
     if options.out:

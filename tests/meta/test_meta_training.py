@@ -1,0 +1,136 @@
+"""Model zoo, meta-training (checkpoints, exact resume) and the ``--criterion meta`` pipeline, on tiny settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from metaprune.data import load_digits_splits
+from metaprune.errors import ConfigError, WeightsError
+from metaprune.flops import count_flops
+from metaprune.meta.model_zoo import build_model_zoo, read_model_zoo
+from metaprune.meta.training import (
+    BEST,
+    CHECKPOINT,
+    REPORT,
+    STATE,
+    MetaTrainConfig,
+    MetaTrainer,
+    load_metanet,
+)
+from metaprune.models import create_model
+from metaprune.prune.budget import Budget
+from metaprune.prune.pipeline import PruneOptions, run_prune
+from metaprune.train import fit, save_state
+
+CONFIG = MetaTrainConfig(hidden=8, layers=1, epochs=2, steps_per_epoch=2, batch_size=32, val_speedup=2.0)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return load_digits_splits(image_size=8, seed=0)
+
+
+@pytest.fixture(scope="module")
+def zoo(tmp_path_factory, splits):
+    root = tmp_path_factory.mktemp("meta-zoo")
+    networks = build_model_zoo(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
+                               epochs=1, val_fraction=0.5, progress=False)
+    return root, networks
+
+
+@pytest.fixture(scope="module")
+def trained(zoo, splits, tmp_path_factory):
+    """One uninterrupted meta-training run on the tiny zoo: (its directory, its history)."""
+    root, networks = zoo
+    out = tmp_path_factory.mktemp("meta-run")
+    return out, MetaTrainer(CONFIG, root, networks, splits, out).fit(progress=False)
+
+
+def test_model_zoo_has_train_and_val_networks_and_is_resumable(zoo, splits):
+    root, networks = zoo
+    assert [network.name for network in read_model_zoo(root)] == [network.name for network in networks]
+    assert len(networks) == 4 and {network.split for network in networks} == {"train", "val"}
+    assert all((root / f"{network.name}.safetensors").is_file() for network in networks)
+    stamps = {path.name: path.stat().st_mtime_ns for path in root.glob("*.safetensors")}
+    again = build_model_zoo(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
+                            epochs=1, val_fraction=0.5, progress=False)
+    assert [network.name for network in again] == [network.name for network in networks]
+    assert stamps == {path.name: path.stat().st_mtime_ns for path in root.glob("*.safetensors")}  # nothing retrained
+
+
+def test_missing_zoo_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="zoo.json"):
+        read_model_zoo(tmp_path)
+
+
+def test_meta_training_checkpoints_every_epoch_and_writes_the_report(trained):
+    tmp_path, history = trained
+    assert len(history.task_loss) == len(history.val_pruned_accuracy) == CONFIG.epochs
+    assert history.baseline_val_pruned_accuracy is not None
+    for name in (CHECKPOINT, BEST, STATE, REPORT, "meta_report.png", "optimizer.pt"):
+        assert (tmp_path / name).is_file(), name
+    report = json.loads((tmp_path / REPORT).read_text())
+    assert report["history"]["task_loss"] == history.task_loss
+    assert json.loads((tmp_path / STATE).read_text())["epoch"] == CONFIG.epochs - 1
+
+
+def test_an_interrupted_run_resumes_to_the_same_result(zoo, splits, trained, tmp_path, monkeypatch):
+    root, networks = zoo
+    reference = trained[1]
+
+    original = MetaTrainer._checkpoint
+
+    def crash_after_first_epoch(self, epoch):
+        original(self, epoch)
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(MetaTrainer, "_checkpoint", crash_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        MetaTrainer(CONFIG, root, networks, splits, tmp_path / "resumed").fit(progress=False)
+    monkeypatch.setattr(MetaTrainer, "_checkpoint", original)
+    trainer = MetaTrainer(CONFIG, root, networks, splits, tmp_path / "resumed")
+    assert trainer.resume() and trainer.start_epoch == 1
+    resumed = trainer.fit(progress=False)
+    assert resumed.task_loss == pytest.approx(reference.task_loss, rel=1e-5)
+    assert resumed.sparsity_loss == pytest.approx(reference.sparsity_loss, rel=1e-5)
+
+
+def test_resume_with_other_options_is_refused(zoo, splits, trained):
+    root, networks = zoo
+    other = MetaTrainConfig(**{**CONFIG.__dict__, "lr": 0.5})
+    with pytest.raises(ConfigError, match="another configuration"):
+        MetaTrainer(other, root, networks, splits, trained[0]).resume()
+
+
+def test_load_metanet_rejects_other_checkpoints(tmp_path):
+    path = tmp_path / "model.safetensors"
+    save_state(path, torch.nn.Linear(2, 2))
+    with pytest.raises(WeightsError, match="not a metanetwork"):
+        load_metanet(path)
+
+
+def test_meta_criterion_prunes_an_architecture_outside_the_zoo(splits, trained):
+    """The zoo holds ResNet-20 and MLPs; a ResNet-32 at another width is rewritten and pruned to the budget."""
+    torch.manual_seed(0)
+    dense = create_model("resnet32", num_classes=10, in_channels=1, image_size=8, width=0.375)
+    from metaprune.data import make_loaders
+
+    fit(dense, make_loaders(splits, seed=0)[0], epochs=1, progress=False)
+    options = PruneOptions(Budget.from_speedup(2.0), model="resnet32", model_kwargs={"width": 0.375}, image_size=8,
+                           criterion="meta", metanet=str(trained[0]), finetune_epochs=0, latency=False)
+    result = run_prune(options, splits=splits, dense_model=dense, progress=False)
+    assert result.report.criterion == "meta"
+    assert "rewritten_val_accuracy" in result.report.extra
+    example = splits.test[0][0].unsqueeze(0)
+    assert count_flops(result.model, example) == pytest.approx(count_flops(dense, example) / 2, rel=0.02)
+
+
+def test_meta_criterion_and_metanet_go_together():
+    with pytest.raises(ConfigError, match="--metanet"):
+        PruneOptions(Budget(0.5), criterion="meta")
+    with pytest.raises(ConfigError, match="--criterion meta"):
+        PruneOptions(Budget(0.5), metanet="runs/meta")
