@@ -49,13 +49,17 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def dense_digits_model(model: str, seed: int, epochs: int, image_size: int = 16):
-    """Train (once per process) the dense digits model a benchmark starts from; returns (model, splits, seconds)."""
+def dense_digits_model(model: str, seed: int, epochs: int, image_size: int = 16, split_seed: int | None = None):
+    """Train the dense digits model a benchmark starts from; returns (model, splits, seconds).
+
+    The data split follows ``split_seed`` (default: ``seed``); fix it when something else,
+    such as a metanetwork, was trained on one particular split.
+    """
     from metaprune.data import load_digits_splits
     from metaprune.prune.budget import Budget
     from metaprune.prune.pipeline import PruneOptions, train_dense
 
-    splits = load_digits_splits(image_size=image_size, seed=seed)
+    splits = load_digits_splits(image_size=image_size, seed=seed if split_seed is None else split_seed)
     start = time.perf_counter()
     dense = train_dense(PruneOptions(Budget(1.0), model=model, epochs=epochs, seed=seed), splits, progress=False)
     return dense, splits, time.perf_counter() - start

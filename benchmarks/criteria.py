@@ -27,21 +27,27 @@ from metaprune.prune.criteria import CRITERIA  # noqa: E402
 from metaprune.prune.pipeline import PruneOptions, run_prune  # noqa: E402
 
 
-def run(seeds: list[int], speedups: list[float], criteria: list[str], epochs: int, finetune_epochs: int) -> dict:
-    """Prune every (seed, speed-up, criterion) and collect the reports."""
+def run(seeds: list[int], speedups: list[float], criteria: list[str], epochs: int, finetune_epochs: int,
+        metanet: str | None = None, split_seed: int | None = None) -> dict:
+    """Prune every (seed, speed-up, criterion) and collect the reports.
+
+    ``metanet`` is the trained metanetwork used by the ``meta`` criterion; ``split_seed`` fixes
+    the data split across seeds (default: the split follows the seed).
+    """
     runs, dense_info = [], []
     for seed in seeds:
-        dense, splits, seconds = dense_digits_model("resnet20", seed, epochs)
+        dense, splits, seconds = dense_digits_model("resnet20", seed, epochs, split_seed=split_seed)
         for speedup in speedups:
             for criterion in criteria:
                 options = PruneOptions(Budget.from_speedup(speedup), criterion=criterion, finetune_epochs=finetune_epochs,
-                                       epochs=epochs, seed=seed)
+                                       epochs=epochs, seed=seed, metanet=metanet if criterion == "meta" else None)
                 report = run_prune(options, splits=splits, dense_model=dense, progress=False).report
                 runs.append({"seed": seed, "speedup": speedup, "criterion": criterion, "report": report.to_dict()})
                 print(f"seed {seed} {speedup}x {criterion:9s} test {report.pruned.test_accuracy:.4f} "
                       f"flops {report.speedup['flops']:.2f}x latency {report.speedup['latency']:.2f}x", flush=True)
         dense_info.append({"seed": seed, "train_seconds": seconds, "test_accuracy": runs[-1]["report"]["dense"]["test_accuracy"]})
-    return {"dense": dense_info, "runs": runs, "epochs": epochs, "finetune_epochs": finetune_epochs}
+    return {"dense": dense_info, "runs": runs, "epochs": epochs, "finetune_epochs": finetune_epochs,
+            "metanet": metanet, "split_seed": split_seed}
 
 
 def table(result: dict, speedups: list[float], criteria: list[str]) -> str:

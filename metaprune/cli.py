@@ -98,6 +98,7 @@ def prune(
     epochs: Annotated[int, typer.Option(help="Epochs to train the dense model.")] = 12,
     finetune_epochs: Annotated[int, typer.Option(help="Fine-tuning epochs after pruning.")] = 4,
     distill: Annotated[bool, typer.Option(help="Fine-tune with knowledge distillation from the dense model.")] = False,
+    recalibrate_bn: Annotated[bool, typer.Option(help="Re-estimate BatchNorm statistics after each pruning step.")] = True,
     weights: Annotated[str | None, typer.Option(help="Dense weights (.safetensors) or a run dir; skips training.")] = None,
     plan: Annotated[str | None, typer.Option(help="Re-apply a saved structured plan.json instead of allocating.")] = None,
     seed: SeedOption = 0,
@@ -116,7 +117,7 @@ def prune(
         budget=Budget.from_options(budget, speedup), model=model, model_kwargs=_parse_model_kwargs(width), data=data,
         data_root=data_root, image_size=image_size, pattern=pattern, criterion=criterion, metanet=metanet, ranking=ranking,
         schedule=schedule, steps=steps, min_keep=min_keep, n_m=_parse_n_m(n_m), epochs=epochs,
-        finetune_epochs=finetune_epochs, distill=distill, seed=seed, latency=latency, out=out, recipe=recipe,
+        finetune_epochs=finetune_epochs, distill=distill, recalibrate_bn=recalibrate_bn, seed=seed, latency=latency, out=out, recipe=recipe,
         command="metaprune " + shlex.join(_invocation),
     )
     dense = _load_dense(weights, options) if weights else None

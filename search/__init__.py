@@ -1,9 +1,12 @@
 """Budget-constrained per-layer allocation: search spaces, allocators, rate-distortion DP, Optuna and Ray Tune.
 
 Every method returns a :class:`~metaprune.prune.plan.PrunePlan` whose FLOPs are within 2% of
-the budget: proposals are projected onto the budget before they are evaluated.
+the budget: proposals are projected onto the budget before they are evaluated. The
+differentiable searches live in :mod:`metaprune.search.nas` (TAS returns such a plan; DASS
+designs a new sparse cell network, see :mod:`metaprune.search.nas.dass`).
 """
 
+from metaprune.search import nas  # noqa: F401  (registers the tas and dass methods)
 from metaprune.search.allocators import Allocator, get_allocator
 from metaprune.search.dp import RateDistortionAllocator, solve_rate_distortion
 from metaprune.search.methods import (

@@ -26,7 +26,8 @@ def search(
     sampler: Annotated[str, Opt(help="tpe, cmaes or nsga2 (multi-objective: score vs FLOPs).")] = "tpe",
     out: Annotated[str, Opt(help="Run directory.")] = "runs/search",
     study: Annotated[str | None, Opt(help="Study name; an existing one resumes.")] = None,
-    storage: Annotated[str | None, Opt(help="Optuna storage URL (default: journal file in the run dir).")] = None,
+    storage: Annotated[str | None, Opt(help="Optuna storage: database URL (many workers) or journal file path "
+                                            "(default: optuna.journal in the run dir).")] = None,
     workers: Annotated[int, Opt(help="Concurrent trials (ray).")] = 1,
     address: Annotated[str | None, Opt(help="Ray cluster address to join (default: a local instance).")] = None,
     weights: Annotated[str | None, Opt(help="Dense weights (.safetensors); skips dense training.")] = None,

@@ -9,27 +9,58 @@ chooses them. The distortion of a variant is
 
 .. math:: D = \\frac{1}{n}\\sum_{i=1}^{n} \\lVert f(x_i) - f_{\\mathrm{pruned}}(x_i) \\rVert_2^2 .
 
-Masking is exact for convolutions and linear layers; a LayerNorm over a pruned residual
-width (ViT) sees zeros instead of fewer channels, so there it is an estimate.
+BatchNorm layers normalise every variant, the dense reference included, with the statistics
+of that variant's own activations on the calibration batch ("adaptive BN", Li et al.,
+EagleEye, ECCV'20). Pruning shifts the statistics downstream layers were trained with; kept
+stale, they make a heavily pruned network's output collapse towards zero, and a plan that
+collapses it scores *better* (:math:`D \\approx \\lVert f(x)\\rVert^2`) than one that keeps
+information. Recomputed, the distortion ranks plans as their accuracy after fine-tuning does.
+
+Masking is exact for convolutions and linear layers (with BatchNorm on batch statistics); a
+LayerNorm over a pruned residual width (ViT) sees zeros instead of fewer channels, so there
+it is an estimate.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import nn
 
+from metaprune.errors import ConfigError
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.structured import score_groups
 from metaprune.search.space import SearchSpace
+
+
+def per_variant_batch_norm(samples: int) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
+    """A forward hook making a BatchNorm normalise each run of ``samples`` inputs with its own statistics.
+
+    The batch holds ``variants x samples`` inputs, variant by variant; mean and (biased)
+    variance are taken per variant and channel over its samples and spatial positions.
+    """
+    def normalise(module: nn.Module, args: tuple, _output: torch.Tensor) -> torch.Tensor:
+        inputs = args[0]
+        grouped = inputs.reshape(-1, samples, *inputs.shape[1:])  # [variants, samples, channels, ...]
+        dims = [1, *range(3, grouped.dim())]
+        mean = grouped.mean(dim=dims, keepdim=True)
+        variance = grouped.var(dim=dims, unbiased=False, keepdim=True)
+        normalised = (grouped - mean) / torch.sqrt(variance + module.eps)
+        if module.affine:
+            shape = [1, 1, -1] + [1] * (grouped.dim() - 3)
+            normalised = normalised * module.weight.reshape(shape) + module.bias.reshape(shape)
+        return normalised.reshape(inputs.shape)
+    return normalise
 
 
 class MaskedModel:
     """The dense model of a :class:`SearchSpace` with batched per-variant channel masks."""
 
     def __init__(self, space: SearchSpace, calibration: tuple[torch.Tensor, torch.Tensor], chunk: int = 64):
+        if calibration[0].shape[0] < 2:
+            raise ConfigError("distortion needs a calibration batch of at least 2 samples (BatchNorm statistics)")
         self.space, self.chunk = space, chunk
         self.inputs = calibration[0]
         model = space.model
@@ -44,7 +75,7 @@ class MaskedModel:
                 if dim == 1 and parameter.endswith("weight") and module_name in group.in_layers:
                     self.columns.setdefault(module_name, []).append((index, idxs, channels))
         self.widths = {name: model.get_submodule(name).weight.shape[1] for name in self.columns}
-        with torch.no_grad():
+        with torch.no_grad(), self._hooked({}, self.inputs.shape[0]):
             self.dense_output = model(self.inputs)
 
     def _masks(self, keep_counts: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -72,6 +103,8 @@ class MaskedModel:
 
         model = self.space.model
         handles = [model.get_submodule(name).register_forward_pre_hook(hook_for(mask)) for name, mask in masks.items()]
+        handles += [module.register_forward_hook(per_variant_batch_norm(samples)) for module in model.modules()
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm)]
         try:
             yield
         finally:

@@ -38,6 +38,8 @@ def solve_rate_distortion(distortion: torch.Tensor, reduction: torch.Tensor, req
     if distortion.shape != reduction.shape or distortion.dim() != 2:
         raise SearchError(f"distortion and reduction must both be [groups, levels], got {tuple(distortion.shape)} "
                           f"and {tuple(reduction.shape)}")
+    if bool((reduction < 0).any()):
+        raise SearchError("reductions must be non-negative whole bins (a level cannot add FLOPs)")
     required = max(0, int(required))
     bins = torch.arange(required + 1)
     value = torch.full((required + 1,), float("inf"), dtype=torch.float64)
@@ -69,7 +71,7 @@ class RateDistortionAllocator(Allocator):
 
     name = "dp"
 
-    def __init__(self, levels: int = 12, bins: int = 1000, samples: int = 4, refinements: int = 3):
+    def __init__(self, levels: int = 12, bins: int = 1000, samples: int = 16, refinements: int = 3):
         self.levels, self.bins, self.samples, self.refinements = levels, bins, samples, refinements
 
     def level_counts(self, space: SearchSpace) -> torch.Tensor:
@@ -100,7 +102,7 @@ class RateDistortionAllocator(Allocator):
         proposal = space.sizes.clone()
         for _ in range(self.refinements):
             unit = max(required, 1e-9) / self.bins
-            levels = solve_rate_distortion(distortion, torch.round(reduction / unit).long(), self.bins)
+            levels = solve_rate_distortion(distortion, torch.round(reduction / unit).clamp_min(0).long(), self.bins)
             proposal = counts[torch.arange(len(space)), levels]
             shortfall = space.flops_ratio_of_counts(proposal) - target
             if abs(shortfall) <= 0.005 * target:

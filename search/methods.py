@@ -22,6 +22,16 @@ from metaprune.search.space import TOLERANCE, SearchSpace
 SAMPLERS = ("tpe", "cmaes", "nsga2")
 
 
+def check_search_options(trials: int, workers: int, sampler: str) -> None:
+    """ConfigError unless ``trials >= 1``, ``workers >= 1`` and ``sampler`` is one of :data:`SAMPLERS`."""
+    if trials < 1:
+        raise ConfigError(f"--trials must be >= 1, got {trials}")
+    if workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    if sampler not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+
+
 @dataclass
 class SearchContext:
     """One search: the space and objective built from ``setup``, and how many trials to spend where."""
@@ -40,12 +50,7 @@ class SearchContext:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.trials < 1:
-            raise ConfigError(f"--trials must be >= 1, got {self.trials}")
-        if self.workers < 1:
-            raise ConfigError(f"--workers must be >= 1, got {self.workers}")
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        check_search_options(self.trials, self.workers, self.sampler)
 
     @classmethod
     def from_setup(cls, setup: SearchSetup, **options: object) -> SearchContext:

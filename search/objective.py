@@ -28,10 +28,17 @@ from metaprune.train import evaluate, fit, seed_everything
 OBJECTIVES = ("distortion", "finetune")
 
 
+def check_objective(name: str) -> None:
+    """ConfigError unless ``name`` is one of :data:`OBJECTIVES`."""
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {name!r}; choose one of {', '.join(OBJECTIVES)}")
+
+
 class Objective(Protocol):
     """Scores a projected keep-ratio vector; higher is better."""
 
     name: str
+    rounds_count: int
 
     def rounds(self, keep_ratios: torch.Tensor) -> Iterator[float]:
         """Scores as evaluation proceeds (the last is final); schedulers such as ASHA may stop early."""
@@ -41,6 +48,7 @@ class DistortionObjective:
     """Minus the calibration output distortion of the pruned model (see :mod:`metaprune.search.distortion`)."""
 
     name = "distortion"
+    rounds_count = 1
 
     def __init__(self, space: SearchSpace, calibration: tuple[torch.Tensor, torch.Tensor]):
         self.space, self.masked = space, MaskedModel(space, calibration)
@@ -100,8 +108,7 @@ class SearchSetup:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        check_objective(self.objective)
         if self.objective == "finetune" and self.splits is None:
             raise ConfigError("the finetune objective needs the data splits")
 

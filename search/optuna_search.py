@@ -6,13 +6,22 @@ The baseline allocations are enqueued as the first trials. NSGA-II also samples 
 target in ``[budget / 2, budget]`` and returns the Pareto front of score against FLOPs.
 
 Resuming (same ``--study`` and storage) continues until the study has ``trials`` COMPLETE
-trials: trials a killed run left RUNNING are marked FAIL first and are not counted.
+trials. A killed run leaves its trial RUNNING: with the journal file (one process per study)
+such trials are marked FAIL on restart and their parameters enqueued again; a database
+storage (``--storage postgresql://...``, many workers) uses Optuna's heartbeats instead, so a
+live worker's trial is never failed by another one.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import optuna
 import torch
+from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -23,26 +32,58 @@ from metaprune.search.methods import SearchContext, SearchResult, TrialRecord, b
 
 BASELINES = ("uniform", "erk", "global_magnitude", "dp")
 JOURNAL = "optuna.journal"
+#: A process killed while appending to the journal leaves its lock behind; a writer holds it for
+#: one append (milliseconds), so after this many seconds it is stale (Optuna's default: 30).
+JOURNAL_LOCK_GRACE_S = 5
+#: Seconds between a database worker's heartbeats; a trial silent for three of them is failed and retried.
+HEARTBEAT_S = 30
 
 
-def make_storage(context: SearchContext) -> optuna.storages.BaseStorage | str:
-    """The ``--storage`` URL as given, else a journal file in the run directory (in memory without one)."""
+def make_storage(context: SearchContext) -> optuna.storages.BaseStorage:
+    """``--storage``: a database URL, or a journal file path; default a journal file in the run directory.
+
+    Without a run directory the study lives in memory.
+    """
+    if context.storage and "://" in context.storage:
+        return _database(context.storage)
     if context.storage:
-        return context.storage
-    if context.run_dir is None:
+        path = Path(context.storage)
+    elif context.run_dir is not None:
+        path = context.run_dir / JOURNAL
+    else:
         return optuna.storages.InMemoryStorage()
-    context.run_dir.mkdir(parents=True, exist_ok=True)
-    backend = optuna.storages.journal.JournalFileBackend(str(context.run_dir / JOURNAL))
-    return optuna.storages.journal.JournalStorage(backend)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = optuna.storages.journal.JournalFileSymlinkLock(str(path), grace_period=JOURNAL_LOCK_GRACE_S)
+    return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock))
+
+
+def _database(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed, then retried once."""
+    try:
+        with warnings.catch_warnings():  # heartbeats are marked experimental; they have been stable since v2.8
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+    except ImportError as error:
+        raise SearchError(f"--storage {url} needs SQLAlchemy and the database driver ({error})") from error
+    except Exception as error:  # SQLAlchemy's errors: bad URL, unreachable server, wrong credentials
+        raise SearchError(f"cannot open --storage {url}: {str(error).splitlines()[0]}") from error
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """TPE, CMA-ES or NSGA-II, seeded."""
-    samplers = {
+    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
         "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
         "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
         "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
     }
+    if name == "cmaes":
+        try:
+            import cmaes  # noqa: F401  (optuna imports it lazily, mid-search)
+        except ImportError as error:
+            raise SearchError("--sampler cmaes needs the cmaes package: pip install cmaes") from error
     return samplers[name]()
 
 
@@ -50,12 +91,42 @@ def _param(name: str) -> str:
     return f"keep:{name}"
 
 
-def fail_zombies(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a killed process as FAIL; returns how many."""
+def fail_zombies(study: optuna.Study) -> list[int]:
+    """Mark trials a killed process left RUNNING as FAIL and enqueue their parameters again; their numbers.
+
+    Only for storages without heartbeats (the journal file, one process per study): there every
+    RUNNING trial at start-up belongs to a dead process. With heartbeats Optuna does this itself.
+    """
+    if is_heartbeat_enabled(study._storage):
+        return []
     zombies = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     for trial in zombies:
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
-    return len(zombies)
+        # An enqueued trial killed before its first suggestion holds its parameters as fixed_params only.
+        params = {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+        study.enqueue_trial(params, user_attrs={"source": trial.user_attrs.get("source", "optuna"),
+                                                "retry_of": trial.number})
+    return [trial.number for trial in zombies]
+
+
+def _search_config(context: SearchContext) -> dict[str, Any]:
+    """What a resumed study must share with the run that created it."""
+    space = context.space
+    return {"budget": space.budget.flops_ratio, "objective": context.objective.name, "min_keep": space.min_keep,
+            "groups": list(space.names)}
+
+
+def _check_resumable(study: optuna.Study, context: SearchContext) -> None:
+    """Record the search configuration in a new study; refuse to resume one made with another."""
+    config, stored = _search_config(context), study.user_attrs.get("search")
+    if stored is None:
+        study.set_user_attr("search", config)
+        return
+    changed = [key for key in config if stored.get(key) != config[key]]
+    if changed:
+        details = ", ".join(f"{key} {stored.get(key)!r} now {config[key]!r}" for key in changed if key != "groups")
+        raise SearchError(f"study {study.study_name!r} was created with other settings ({details or 'other groups'}); "
+                          "resume with the same options or choose another --study or --out")
 
 
 def _enqueue_baselines(study: optuna.Study, context: SearchContext, multi_objective: bool) -> None:
@@ -69,7 +140,7 @@ def _enqueue_baselines(study: optuna.Study, context: SearchContext, multi_object
         study.enqueue_trial(params, user_attrs={"source": name})
 
 
-def _objective(context: SearchContext, multi_objective: bool):
+def _objective(context: SearchContext, multi_objective: bool) -> Callable[[optuna.Trial], float | tuple[float, float]]:
     space = context.space
     budget = space.budget.flops_ratio
 
@@ -97,23 +168,30 @@ def _records(study: optuna.Study) -> list[TrialRecord]:
     return records
 
 
-def optuna_search(context: SearchContext) -> SearchResult:
-    """Run (or resume) an Optuna study until it has ``context.trials`` complete trials."""
+def open_study(context: SearchContext) -> optuna.Study:
+    """Create or resume the study of ``context`` (zombies failed and retried, baselines enqueued once)."""
     multi_objective = context.sampler == "nsga2"
-    directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.create_study(
             study_name=context.study or "metaprune-search", storage=make_storage(context),
-            sampler=make_sampler(context.sampler, context.seed), directions=directions, load_if_exists=True,
+            sampler=make_sampler(context.sampler, context.seed),
+            directions=["maximize", "minimize"] if multi_objective else ["maximize"], load_if_exists=True,
         )
     except ValueError as error:  # e.g. resuming a study created with other directions
         raise SearchError(f"cannot open study {context.study!r}: {error}") from error
+    _check_resumable(study, context)
     fail_zombies(study)
     # A resumed run must not redraw the points of the first run: offset the seed by the trials so far.
     study.sampler = make_sampler(context.sampler, context.seed + len(study.get_trials(deepcopy=False)))
     if not study.get_trials(deepcopy=False):
         _enqueue_baselines(study, context, multi_objective)
+    return study
+
+
+def optuna_search(context: SearchContext) -> SearchResult:
+    """Run (or resume) an Optuna study until it has ``context.trials`` complete trials."""
+    study = open_study(context)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"))
     with Progress(*columns, disable=not context.progress, transient=True) as bar:
@@ -125,7 +203,7 @@ def optuna_search(context: SearchContext) -> SearchResult:
             bar.update(task, completed=len(done), best=f"{best:.4g}" if best is not None else "-")
 
         if complete < context.trials:
-            study.optimize(_objective(context, multi_objective), n_trials=context.trials - complete,
+            study.optimize(_objective(context, context.sampler == "nsga2"), n_trials=context.trials - complete,
                            callbacks=[MaxTrialsCallback(context.trials, states=(TrialState.COMPLETE,)), show])
     records = _records(study)
     best = best_feasible(records, context.space.budget.flops_ratio)

@@ -9,6 +9,8 @@ process, projects every proposal onto the budget and reports the objective's rou
 
 from __future__ import annotations
 
+import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +23,27 @@ from metaprune.search.objective import Objective, SearchSetup
 from metaprune.search.space import SearchSpace
 
 BASELINES = ("uniform", "erk", "global_magnitude")
-_built: dict[int, tuple[SearchSpace, Objective]] = {}  # per worker process: setup id -> (space, objective)
+# With reuse_actors a worker process runs many trials: it keeps the space and objective of the
+# current search (by key) so that only its first trial traces the model.
+_built: dict[str, tuple[SearchSpace, Objective]] = {}
 
 
 def _param(index: int) -> str:
     return f"keep_{index}"  # Ray flattens dotted keys, so groups are addressed by position
 
 
-def _trial(config: dict[str, Any], setup: SearchSetup) -> None:
+def _space_and_objective(setup: SearchSetup, key: str) -> tuple[SearchSpace, Objective]:
+    if key not in _built:
+        _built.clear()
+        _built[key] = setup.build()
+    return _built[key]
+
+
+def _trial(config: dict[str, Any], setup: SearchSetup, key: str) -> None:
     from ray import tune
 
     torch.set_num_threads(1)  # one core per concurrent trial
-    key = id(setup)
-    if key not in _built:
-        _built[key] = setup.build()
-    space, objective = _built[key]
+    space, objective = _space_and_objective(setup, key)
     proposal = torch.tensor([config[_param(index)] for index in range(len(space))], dtype=torch.float64)
     keep_ratios = space.project(proposal)
     flops_ratio = space.flops_ratio(keep_ratios)
@@ -46,9 +54,6 @@ def _trial(config: dict[str, Any], setup: SearchSetup) -> None:
 def ray_search(context: SearchContext) -> SearchResult:
     """Run ``context.trials`` trials with OptunaSearch + ASHAScheduler, at most ``context.workers`` at once."""
     import ray
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     space = context.space
     started = not ray.is_initialized()
@@ -61,27 +66,54 @@ def ray_search(context: SearchContext) -> SearchResult:
         except (ConnectionError, RuntimeError, ValueError) as error:
             raise SearchError(f"cannot start or join Ray ({context.address or 'local'}): {error}") from error
     try:
-        baselines = [space.ratios_of_plan(get_allocator(name).allocate(space, context.setup.calibration)) for name in
-                     BASELINES[: context.trials]]
-        points = [{_param(i): max(float(r), float(f)) for i, (r, f) in enumerate(zip(ratios, space.floor))}
-                  for ratios in baselines]
-        searcher = OptunaSearch(points_to_evaluate=points, seed=context.seed)
-        storage = str((context.run_dir or Path("runs")).resolve() / "ray")  # Ray wants an absolute path
-        tuner = tune.Tuner(
-            tune.with_parameters(_trial, setup=context.setup),
-            param_space={_param(i): tune.uniform(float(floor), 1.0) for i, floor in enumerate(space.floor)},
-            tune_config=tune.TuneConfig(metric="score", mode="max", search_alg=searcher, num_samples=context.trials,
-                                        max_concurrent_trials=context.workers,
-                                        scheduler=ASHAScheduler(grace_period=1, reduction_factor=2)),
-            run_config=tune.RunConfig(name=context.study or "metaprune-search", storage_path=storage, verbose=0),
-        )
-        grid = tuner.fit()
+        with tempfile.TemporaryDirectory() as scratch:
+            grid = _fit(context, Path(scratch) if context.run_dir is None else context.run_dir)
     finally:
         if started:
             ray.shutdown()
-    records = [TrialRecord(number, list(result.metrics["keep_ratios"]), float(result.metrics["flops_ratio"]),
-                           float(result.metrics["score"]), "COMPLETE" if result.error is None else "FAIL", "ray")
-               for number, result in enumerate(grid) if result.metrics and "score" in result.metrics]
+    records = _records(grid, context.objective.rounds_count)
+    if not any(record.state == "COMPLETE" for record in records) and grid.errors:
+        raise SearchError(f"every Ray trial failed; the first: {grid.errors[0]}")
     best = best_feasible(records, space.budget.flops_ratio)
     plan = space.to_plan(torch.tensor(best.keep_ratios, dtype=torch.float64))
     return SearchResult("ray", plan, best.score, records, pareto_front(records))
+
+
+def _fit(context: SearchContext, run_dir: Path) -> Any:
+    """Run the Tuner (baselines first) and return its ResultGrid; Ray's files go under ``run_dir/ray``."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = context.space
+    baselines = [space.ratios_of_plan(get_allocator(name).allocate(space, context.setup.calibration))
+                 for name in BASELINES[: context.trials]]
+    points = [{_param(i): max(float(r), float(f)) for i, (r, f) in enumerate(zip(ratios, space.floor))}
+              for ratios in baselines]
+    tuner = tune.Tuner(
+        tune.with_parameters(_trial, setup=context.setup, key=uuid.uuid4().hex),
+        param_space={_param(i): tune.uniform(float(floor), 1.0) for i, floor in enumerate(space.floor)},
+        tune_config=tune.TuneConfig(metric="score", mode="max", num_samples=context.trials,
+                                    search_alg=OptunaSearch(points_to_evaluate=points, seed=context.seed),
+                                    max_concurrent_trials=context.workers, reuse_actors=True,
+                                    scheduler=ASHAScheduler(grace_period=1, reduction_factor=2)),
+        run_config=tune.RunConfig(name=context.study or "metaprune-search",
+                                  storage_path=str(run_dir.resolve() / "ray"), verbose=0),  # Ray wants it absolute
+    )
+    return tuner.fit()
+
+
+def _records(grid: Any, rounds_count: int) -> list[TrialRecord]:
+    """One record per trial that reported: COMPLETE after all rounds, PRUNED if ASHA stopped it, FAIL on error."""
+    records = []
+    for number, result in enumerate(grid):
+        metrics = result.metrics or {}
+        if "score" not in metrics:
+            continue
+        if result.error is not None:
+            state = "FAIL"
+        else:
+            state = "COMPLETE" if metrics.get("training_iteration", rounds_count) >= rounds_count else "PRUNED"
+        records.append(TrialRecord(number, list(metrics["keep_ratios"]), float(metrics["flops_ratio"]),
+                                   float(metrics["score"]), state, "ray"))
+    return records

@@ -18,11 +18,13 @@ from typing import Any
 from torch import nn
 
 from metaprune.data import DataSplits, calibration_batch, load_dataset
+from metaprune.errors import ConfigError
 from metaprune.models import create_model
 from metaprune.prune.budget import Budget
 from metaprune.prune.pipeline import PruneOptions, PruneResult, run_prune, train_dense
-from metaprune.search.methods import SearchContext, SearchResult, get_method
-from metaprune.search.objective import SearchSetup
+from metaprune.search.methods import SearchContext, SearchResult, check_search_options, get_method
+from metaprune.search.objective import SearchSetup, check_objective
+from metaprune.search.space import check_min_keep
 from metaprune.train import load_state, save_state
 
 DENSE_WEIGHTS = "dense.safetensors"
@@ -55,6 +57,15 @@ class SearchOptions:
     prune: bool = False
     finetune_epochs: int = 4
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Check every option before any data is loaded or any model trained."""
+        get_method(self.method)
+        check_objective(self.objective)
+        check_search_options(self.trials, self.workers, self.sampler)
+        check_min_keep(self.min_keep)
+        if self.epochs < 0 or self.finetune_epochs < 0:
+            raise ConfigError("--epochs and --finetune-epochs must be >= 0")
 
     def prune_options(self, **changes: Any) -> PruneOptions:
         """The matching :class:`PruneOptions` (dense training, and pruning the best plan)."""
@@ -112,7 +123,7 @@ def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path
 def run_search(options: SearchOptions, splits: DataSplits | None = None,
                dense: nn.Module | None = None) -> tuple[SearchResult, PruneResult | None]:
     """Search per-group keep ratios under ``options.budget``; optionally prune and fine-tune the best plan."""
-    method = get_method(options.method)  # an unknown method fails before any training
+    method = get_method(options.method)
     run_dir = Path(options.out) if options.out else None
     if run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,12 @@ from metaprune.prune.plan import PrunePlan
 TOLERANCE = 0.02
 
 
+def check_min_keep(min_keep: float) -> None:
+    """ConfigError unless ``0 < min_keep <= 1``."""
+    if not 0.0 < min_keep <= 1.0:
+        raise ConfigError(f"--min-keep must be in (0, 1], got {min_keep}")
+
+
 class SearchSpace:
     """Keep ratios of the prunable groups of one dense model, with their FLOPs and a budget projection.
 
@@ -38,8 +44,7 @@ class SearchSpace:
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, budget: Budget, *, min_keep: float = 0.1,
                  criterion: str = "group_l2"):
-        if not 0.0 < min_keep <= 1.0:
-            raise ConfigError(f"min_keep must be in (0, 1], got {min_keep}")
+        check_min_keep(min_keep)
         self.model, self.example_input, self.budget = model, example_input, budget
         self.min_keep, self.criterion = min_keep, criterion
         self.groups = ModelGroups(model, example_input)
@@ -89,7 +94,11 @@ class SearchSpace:
         by one scalar, so a group the proposal prunes twice as hard stays pruned about twice as hard.
         """
         target = self.budget.flops_ratio if flops_ratio is None else float(flops_ratio)
-        pruned = 1.0 - torch.maximum(self.check(keep_ratios), self.floor)
+        proposal = self.check(keep_ratios)
+        counts = self.counts_of(proposal)
+        if torch.equal(counts / self.sizes, proposal) and self._close(counts, target):
+            return proposal  # already on the budget in whole channels (an allocator's plan): keep it exactly
+        pruned = 1.0 - torch.maximum(proposal, self.floor)
         if float(pruned.max()) <= 0.0:
             pruned = 1.0 - self.floor  # a dense proposal carries no preference: prune evenly
         pruned = pruned.clamp_min(1e-6)
@@ -108,26 +117,45 @@ class SearchSpace:
         return self._correct(counts, target) / self.sizes
 
     def _correct(self, counts: torch.Tensor, target: float) -> torch.Tensor:
-        """Greedy single-channel moves toward the target: rounding to whole channels can jump past it."""
+        """Single-channel moves toward the target, the closest first: rounding to whole channels can jump past it.
+
+        When no move gets closer (one channel of a wide group can be worth several of a narrow
+        one's), the move that overshoots least is taken anyway and the walk continues from
+        there, never revisiting a state; the closest state seen is returned.
+        """
         counts = counts.clone()
-        error = self.flops_ratio_of_counts(counts) - target
-        while abs(error) > TOLERANCE * target / 2:
-            step = -1.0 if error > 0 else 1.0
-            best, best_error = None, abs(error)
-            for index in range(len(self)):
-                moved = counts[index] + step
-                if not self.floor_counts[index] <= moved <= self.sizes[index]:
-                    continue
-                counts[index] = moved
-                trial_error = self.flops_ratio_of_counts(counts) - target
-                counts[index] -= step
-                if abs(trial_error) < best_error:
-                    best, best_error = index, abs(trial_error)
-            if best is None:
+        best, best_error = counts.clone(), abs(self.flops_ratio_of_counts(counts) - target)
+        seen = {tuple(counts.tolist())}
+        for _ in range(int(self.sizes.sum())):
+            if self._close(counts, target):
                 break
-            counts[best] += step
             error = self.flops_ratio_of_counts(counts) - target
-        return counts
+            move = self._closest_move(counts, -1.0 if error > 0 else 1.0, target, seen)
+            if move is None:
+                break
+            counts[move[0]] += move[1]
+            seen.add(tuple(counts.tolist()))
+            if abs(self.flops_ratio_of_counts(counts) - target) < best_error:
+                best, best_error = counts.clone(), abs(self.flops_ratio_of_counts(counts) - target)
+        return best
+
+    def _close(self, counts: torch.Tensor, target: float) -> bool:
+        """Within half the tolerance: the analytic cost model may be off by up to 1% from measured FLOPs."""
+        return abs(self.flops_ratio_of_counts(counts) - target) <= TOLERANCE * target / 2
+
+    def _closest_move(self, counts: torch.Tensor, step: float, target: float,
+                      seen: set[tuple[float, ...]]) -> tuple[int, float] | None:
+        """The unvisited in-box move of one channel by ``step`` whose FLOPs are closest to the target."""
+        closest, closest_error = None, math.inf
+        for index in range(len(self)):
+            moved = counts.clone()
+            moved[index] += step
+            if not self.floor_counts[index] <= moved[index] <= self.sizes[index] or tuple(moved.tolist()) in seen:
+                continue
+            error = abs(self.flops_ratio_of_counts(moved) - target)
+            if error < closest_error:
+                closest, closest_error = (index, step), error
+        return closest
 
     def feasible(self, keep_ratios: torch.Tensor, flops_ratio: float | None = None) -> bool:
         """Whether ``keep_ratios`` is within ``[floor, 1]`` and ``TOLERANCE`` of the target FLOPs."""

@@ -59,6 +59,8 @@ def train(
     image_size: Annotated[int, typer.Option(help="Digits image size (as the zoo).")] = 16,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    include: Annotated[str | None, typer.Option(help="Comma-separated glob patterns of zoo network names to use "
+                                                   "(e.g. 'resnet20-*,vgg11-w0.5-*'); default: all.")] = None,
 ) -> None:
     """Meta-train the metanetwork on the zoo's train networks, selecting on its val networks."""
     from pathlib import Path
@@ -71,7 +73,15 @@ def train(
                              seed=seed)
     if (Path(out) / STATE).is_file() and not resume:
         raise ConfigError(f"{out} already holds a meta-training run: pass --resume to continue it or choose another --out")
-    trainer = MetaTrainer(config, zoo, read_model_zoo(zoo), _splits(image_size, seed), out)
+    networks = read_model_zoo(zoo)
+    if include:
+        from fnmatch import fnmatch
+
+        patterns = include.split(",")
+        networks = [network for network in networks if any(fnmatch(network.name, pattern) for pattern in patterns)]
+        if not networks:
+            raise ConfigError(f"--include {include!r} matches no network of {zoo}")
+    trainer = MetaTrainer(config, zoo, networks, _splits(image_size, seed), out)
     if resume and trainer.resume():
         console.print(f"resuming at epoch {trainer.start_epoch}")
     history = trainer.fit()

@@ -14,7 +14,7 @@ concentrates it on few channels, so group-norm pruning afterwards removes little
 
 Each epoch ends with a validation pass on held-out zoo networks: rewrite, re-estimate
 BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs with global group-L2 ranking
-and measure validation accuracy without fine-tuning. The best epoch by that number is kept.
+re-estimate BatchNorm statistics again and measure validation accuracy without fine-tuning. The best epoch by that number is kept.
 Checkpoints are written every epoch and ``resume=True`` continues an interrupted run.
 """
 
@@ -44,7 +44,7 @@ from metaprune.meta.pruning import prepare_for_pruning
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.groups import ModelGroups
 from metaprune.prune.structured import prune_to_flops
-from metaprune.train import evaluate, seed_everything
+from metaprune.train import evaluate, recalibrate_batchnorm, seed_everything
 from metaprune.train.checkpoint import read_tensors
 
 CHECKPOINT, BEST, OPTIMIZER, STATE, REPORT = "checkpoint.safetensors", "metanet.safetensors", "optimizer.pt", "state.json", "meta_report.json"
@@ -139,6 +139,7 @@ def validate(metanet: MetaNetwork | None, cases: list[_Case], splits: DataSplits
                      else copy.deepcopy(case.model))
         target = count_flops(rewritten, case.example_input) / speedup
         prune_to_flops(rewritten, case.example_input, target, get_criterion("group_l2"))
+        recalibrate_batchnorm(rewritten, train_loader).eval()
         accuracies.append(evaluate(rewritten, val_loader))
     return sum(accuracies) / len(accuracies)
 

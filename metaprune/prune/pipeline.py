@@ -24,7 +24,7 @@ from metaprune.prune.criteria import Criterion, get_criterion
 from metaprune.prune.plan import PATTERNS, PrunePlan
 from metaprune.prune.report import ModelFigures, PruneReport, plot_report
 from metaprune.prune.saving import save_run
-from metaprune.train import evaluate, fit, seed_everything
+from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
 
 #: Lottery-ticket rewinding goes back to the weights after this fraction of dense training
 #: (Frankle et al., 2019: rewinding to an early iterate rather than to initialisation).
@@ -57,6 +57,7 @@ class PruneOptions:
     distill: bool = False
     seed: int = 0
     calibration_size: int = 256
+    recalibrate_bn: bool = True
     latency: bool = True
     recipe: PrunePlan | None = None
     out: str | None = None
@@ -208,6 +209,8 @@ def run_prune(
     before_finetune: dict[str, float] = {}
 
     def train(target: nn.Module, epochs: int, on_step: Any = None) -> None:
+        if options.recalibrate_bn:  # removed channels shift every later activation: re-estimate BN statistics
+            recalibrate_batchnorm(target, loaders[0])
         if options.schedule == "oneshot" and not before_finetune:  # one-shot: the model is pruned, not yet tuned
             before_finetune.update(val_accuracy=evaluate(target, loaders[1]), test_accuracy=evaluate(target, loaders[2]))
         fit(target, loaders[0], epochs=epochs, lr=lr, optimizer=optimizer, teacher=teacher, on_step=on_step,
