@@ -88,7 +88,7 @@ def prune(
     budget: Annotated[float | None, typer.Option(help="FLOPs ratio to keep, 0 < r <= 1.")] = None,
     speedup: Annotated[float | None, typer.Option(help="FLOPs speed-up >= 1 (alternative to --budget).")] = None,
     pattern: Annotated[str, typer.Option(help="channel, head, unstructured or n:m.")] = "channel",
-    criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, taylor, bn_scale, lamp, or meta (needs --metanet).")] = "group_l2",
+    criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, output_group_l2, taylor, bn_scale, lamp, or meta (needs --metanet).")] = "group_l2",
     metanet: Annotated[str | None, typer.Option(help="Trained metanetwork (metanet.safetensors or its training dir) for --criterion meta.")] = None,
     ranking: Annotated[str, typer.Option(help="global or local ranking of scores.")] = "global",
     schedule: Annotated[str, typer.Option(help="oneshot, iterative, gradual, lottery or regrow.")] = "oneshot",

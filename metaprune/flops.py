@@ -74,18 +74,23 @@ def flops_by_module(model: nn.Module, example_input: torch.Tensor) -> dict[str, 
             continue
         name = "" if key == root_prefix else key.removeprefix(root_prefix + ".")
         totals[name] = int(sum(per_op.values()))
-    own: dict[str, int] = {}
+    # A module's own FLOPs are its total minus those of its nearest counted descendants; a
+    # container that is never called (nn.ModuleList) has no count, so look past it.
+    own = dict(totals)
     for name, total in totals.items():
-        depth = name.count(".") + 1 if name else 0
-        children = sum(
-            value
-            for other, value in totals.items()
-            if other != name
-            and (other.startswith(name + ".") if name else True)
-            and (other.count(".") + 1) == depth + 1
-        )
-        own[name] = total - children
+        if name:
+            own[_counted_parent(name, totals)] -= total
     return own
+
+
+def _counted_parent(name: str, totals: dict[str, int]) -> str:
+    """The longest proper dotted prefix of ``name`` that has a FLOP count (``""``: the root)."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        prefix = ".".join(parts[:cut])
+        if prefix in totals:
+            return prefix
+    return ""
 
 
 def count_params(model: nn.Module) -> int:

@@ -20,7 +20,7 @@ def search(
     image_size: Annotated[int, Opt(help="Input side length.")] = 16,
     method: Annotated[str, Opt(help="optuna, ray, dp, erk, uniform, lamp, global_magnitude (or a registered one).")]
     = "optuna",
-    trials: Annotated[int, Opt(help="Complete trials to run (optuna, ray).")] = 50,
+    trials: Annotated[int, Opt(help="Complete trials to run (optuna, ray); search epochs for tas and dass.")] = 50,
     objective: Annotated[str, Opt(help="distortion (cheap) or finetune (val accuracy after a short fine-tune).")]
     = "distortion",
     sampler: Annotated[str, Opt(help="tpe, cmaes or nsga2 (multi-objective: score vs FLOPs).")] = "tpe",

@@ -45,6 +45,24 @@ def test_flops_by_module_partitions_total():
     assert sum(own.values()) == count_flops(model, x)
 
 
+def test_flops_by_module_looks_past_uncalled_module_lists():
+    class Cell(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ops = nn.ModuleList([nn.Linear(6, 6), nn.Linear(6, 6)])  # a ModuleList is never called
+
+        def forward(self, x):
+            return self.ops[1](self.ops[0](x)) @ torch.ones(6, 2)
+
+    model = nn.Sequential(Cell())
+    x = torch.randn(3, 6)
+    own = flops_by_module(model, x)
+    assert own["0.ops.0"] == own["0.ops.1"] == 2 * 3 * 6 * 6
+    assert own["0"] == 2 * 3 * 6 * 2  # only the matmul written in the cell's own forward
+    assert sum(own.values()) == count_flops(model, x)
+    assert effective_flops(model, x) == count_flops(model, x)
+
+
 def test_params_and_effective_flops_of_sparse_layer():
     layer = nn.Linear(10, 10, bias=False)
     with torch.no_grad():

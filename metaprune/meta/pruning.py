@@ -3,7 +3,15 @@
 ``metaprune prune --criterion meta --metanet PATH`` goes through the ordinary pruning
 pipeline; the only differences are that the dense copy is rewritten by the metanetwork (see
 :func:`prepare_for_pruning`) before it is pruned and that channels are ranked by
-:class:`MetaCriterion`, the group L2 norm of the rewritten weights.
+:class:`MetaCriterion`, the group L2 norm of the rewritten weights that can change the output.
+
+Why "that can change the output": a layer whose outputs feed a normalisation layer
+(conv -> BatchNorm) is scale-invariant per channel, so the norm of its output rows says
+nothing about the channel's importance and a metanetwork could shrink it for free. In groups
+that contain a normalisation layer only the normalisation parameters and the consumers'
+input columns are counted, both in :class:`MetaCriterion` (the ``output_group_l2`` criterion
+applied after the rewrite) and in the meta-training penalty (:func:`output_sensitive_slices`),
+so that what is trained is what is ranked.
 """
 
 from __future__ import annotations
@@ -15,14 +23,29 @@ from torch import nn
 
 from metaprune.meta.metanetwork import MetaNetwork
 from metaprune.meta.rewrite import rewrite_network
-from metaprune.prune.criteria import GroupL2Criterion
+from metaprune.prune.criteria import OutputGroupL2Criterion
+from metaprune.prune.groups import CONV_LINEAR
 from metaprune.train import recalibrate_batchnorm
 
+NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
-class MetaCriterion(GroupL2Criterion):
-    """Group L2 norm of channels rewritten by a metanetwork (the rewrite happens before ranking)."""
+
+class MetaCriterion(OutputGroupL2Criterion):
+    """Output-sensitive group L2 norm of channels rewritten by a metanetwork (see the module docstring)."""
 
     name = "meta"
+
+
+def output_sensitive_slices(model: nn.Module, coupled: list[tuple[str, int, torch.Tensor, torch.Tensor]]
+                            ) -> list[tuple[str, int, torch.Tensor, torch.Tensor]]:
+    """The coupled parameter slices of one group (from ``ModelGroups.coupled_parameters``) minus
+    the output rows of conv/linear layers when the group holds a normalisation layer."""
+    def module_of(name: str) -> nn.Module:
+        return model.get_submodule(name.rpartition(".")[0])
+
+    if not any(isinstance(module_of(name), NORMS) for name, *_ in coupled):
+        return coupled
+    return [piece for piece in coupled if not (piece[1] == 0 and isinstance(module_of(piece[0]), CONV_LINEAR))]
 
 
 def prepare_for_pruning(metanet: MetaNetwork, model: nn.Module, example_input: torch.Tensor,

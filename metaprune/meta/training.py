@@ -6,15 +6,18 @@ For a zoo network :math:`f_\theta` the metanetwork proposes :math:`\theta' = M(\
           + \lambda \frac{1}{C} \sum_{g} \sum_{c \in g} a_{g,c}\, \lVert \theta'_{g,c} \rVert_2
 
 where :math:`\theta'_{g,c}` is every weight coupled to channel :math:`c` of prunable group
-:math:`g` (:meth:`~metaprune.prune.groups.ModelGroups.coupled_parameters`), and the group-lasso
+:math:`g` (:meth:`~metaprune.prune.groups.ModelGroups.coupled_parameters`) that can change the
+output (:func:`~metaprune.meta.pruning.output_sensitive_slices`: rows that feed a BatchNorm are
+scale-invariant and left out), and the group-lasso
 coefficient :math:`a_{g,c}` is 1 for the channels ranked below ``target_keep`` in their group by
 their current norm and ``important_weight`` (small) for the rest: less important groups are
 pushed harder towards zero. The task loss keeps the rewritten network accurate; the penalty
 concentrates it on few channels, so group-norm pruning afterwards removes little that matters.
 
 Each epoch ends with a validation pass on held-out zoo networks: rewrite, re-estimate
-BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs with global group-L2 ranking
-re-estimate BatchNorm statistics again and measure validation accuracy without fine-tuning. The best epoch by that number is kept.
+BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs ranking channels with
+:class:`~metaprune.meta.pruning.MetaCriterion`, re-estimate BatchNorm statistics again and
+measure validation accuracy without fine-tuning. The best epoch by that number is kept.
 Checkpoints are written every epoch and ``resume=True`` continues an interrupted run.
 """
 
@@ -40,7 +43,7 @@ from metaprune.graph import network_to_graph
 from metaprune.graph.decode import graph_to_parameters
 from metaprune.meta.metanetwork import MetaNetwork
 from metaprune.meta.model_zoo import ZooNetwork, example_input_for
-from metaprune.meta.pruning import prepare_for_pruning
+from metaprune.meta.pruning import MetaCriterion, output_sensitive_slices, prepare_for_pruning
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.groups import ModelGroups
 from metaprune.prune.structured import prune_to_flops
@@ -92,7 +95,7 @@ class _Case:
         self.model = network.load(root)
         self.graph = network_to_graph(self.model, example_input)
         groups = ModelGroups(self.model, example_input)
-        self.coupled = [groups.coupled_parameters(group) for group in groups.groups]
+        self.coupled = [output_sensitive_slices(self.model, groups.coupled_parameters(group)) for group in groups.groups]
         self.sizes = [groups.current_size(group) for group in groups.groups]
         self.example_input = example_input
 
@@ -138,7 +141,8 @@ def validate(metanet: MetaNetwork | None, cases: list[_Case], splits: DataSplits
         rewritten = (prepare_for_pruning(metanet, case.model, case.example_input, train_loader) if metanet is not None
                      else copy.deepcopy(case.model))
         target = count_flops(rewritten, case.example_input) / speedup
-        prune_to_flops(rewritten, case.example_input, target, get_criterion("group_l2"))
+        prune_to_flops(rewritten, case.example_input, target,
+                       MetaCriterion() if metanet is not None else get_criterion("group_l2"))
         recalibrate_batchnorm(rewritten, train_loader).eval()
         accuracies.append(evaluate(rewritten, val_loader))
     return sum(accuracies) / len(accuracies)

@@ -98,6 +98,23 @@ class GroupL2Criterion(Criterion):
         return weight.detach().abs()
 
 
+class OutputGroupL2Criterion(GroupL2Criterion):
+    r"""Group L2 over the weights that can change the network's output.
+
+    A conv/linear layer that feeds a normalisation layer is scale-invariant per output channel
+    (BatchNorm divides the scale away), so in groups that hold a normalisation layer its output
+    rows are left out and only the normalisation parameters and the consumers' input columns
+    count. Groups without normalisation are scored like :class:`GroupL2Criterion`.
+    """
+
+    name = "output_group_l2"
+
+    def channel_scores(self, rows: list[ParamRows], size: int) -> torch.Tensor:
+        if any(part.role == "norm" for part in rows):
+            rows = [part for part in rows if part.role != "out"]
+        return super().channel_scores(rows, size)
+
+
 class TaylorCriterion(Criterion):
     r"""First-order Taylor estimate of the loss change (Molchanov et al., 2019):
     :math:`s_c = \sum_{W \in \text{group}} \sum |W_c \odot \partial L / \partial W_c|`."""
@@ -150,7 +167,7 @@ class LAMPCriterion(Criterion):
         return scores
 
 
-CRITERIA = ("random", "l1", "l2", "group_l2", "taylor", "bn_scale", "lamp")
+CRITERIA = ("random", "l1", "l2", "group_l2", "output_group_l2", "taylor", "bn_scale", "lamp")
 
 
 def get_criterion(name: str, seed: int = 0) -> Criterion:
@@ -160,6 +177,7 @@ def get_criterion(name: str, seed: int = 0) -> Criterion:
         "l1": lambda: MagnitudeCriterion(1),
         "l2": lambda: MagnitudeCriterion(2),
         "group_l2": GroupL2Criterion,
+        "output_group_l2": OutputGroupL2Criterion,
         "taylor": TaylorCriterion,
         "bn_scale": BNScaleCriterion,
         "lamp": LAMPCriterion,

@@ -134,3 +134,13 @@ def test_meta_criterion_and_metanet_go_together():
         PruneOptions(Budget(0.5), criterion="meta")
     with pytest.raises(ConfigError, match="--criterion meta"):
         PruneOptions(Budget(0.5), metanet="runs/meta")
+
+
+def test_include_patterns_that_match_nothing_are_one_error_line(zoo, tmp_path, capsys):
+    from metaprune.cli import main
+
+    root, _ = zoo
+    with pytest.raises(SystemExit) as exit_info:
+        main(["meta", "train", "--zoo", str(root), "--out", str(tmp_path / "run"), "--include", "vgg*,vit*"])
+    assert exit_info.value.code == 1
+    assert "matches no network" in capsys.readouterr().err

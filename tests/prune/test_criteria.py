@@ -22,6 +22,12 @@ def test_channel_scores_by_hand():
     group = torch.tensor([25 + 0 + 0.25, 1 + 4 + 4], dtype=torch.float64).sqrt()
     assert torch.allclose(get_criterion("group_l2").channel_scores(rows, 2), group)
     assert torch.allclose(get_criterion("bn_scale").channel_scores(rows, 2), torch.tensor([0.5, 2.0], dtype=torch.float64))
+    # the producer rows feed a BatchNorm (scale-invariant): only the consumer and the norm count
+    output = torch.tensor([0 + 0.25, 4 + 4], dtype=torch.float64).sqrt()
+    assert torch.allclose(get_criterion("output_group_l2").channel_scores(rows, 2), output)
+    # without a normalisation layer every row counts, as in group_l2
+    without_norm = torch.tensor([25 + 0, 1 + 4], dtype=torch.float64).sqrt()
+    assert torch.allclose(get_criterion("output_group_l2").channel_scores(rows[:2], 2), without_norm)
     with pytest.raises(ConfigError, match="gradients"):
         get_criterion("taylor").channel_scores(rows, 2)  # the norm row has no gradient
     taylor = get_criterion("taylor").channel_scores(rows[:2], 2)
@@ -41,4 +47,4 @@ def test_random_criterion_is_seeded():
 def test_unknown_criterion_lists_the_known_ones():
     with pytest.raises(ConfigError, match="group_l2"):
         get_criterion("snip")
-    assert len(CRITERIA) == 7
+    assert len(CRITERIA) == 8
