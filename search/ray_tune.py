@@ -64,7 +64,9 @@ def ray_search(context: SearchContext) -> SearchResult:
             else:
                 ray.init(num_cpus=context.workers, include_dashboard=False, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            raise SearchError(f"cannot start or join Ray ({context.address or 'local'}): {error}") from error
+            hint = (" (clusters from `ray start` use token authentication: export RAY_AUTH_MODE=token "
+                    "with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN)" if context.address else "")
+            raise SearchError(f"cannot start or join Ray ({context.address or 'local'}): {error}{hint}") from error
     try:
         with tempfile.TemporaryDirectory() as scratch:
             grid = _fit(context, Path(scratch) if context.run_dir is None else context.run_dir)
