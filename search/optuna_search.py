@@ -160,8 +160,8 @@ def _objective(context: SearchContext, multi_objective: bool) -> Callable[[optun
 def _records(study: optuna.Study) -> list[TrialRecord]:
     records = []
     for trial in study.get_trials(deepcopy=False):
-        if "keep_ratios" not in trial.user_attrs:
-            continue
+        if "keep_ratios" not in trial.user_attrs or "flops_ratio" not in trial.user_attrs:
+            continue  # never proposed, or killed between the two writes (a failed zombie, retried)
         score = trial.values[0] if trial.values else None
         records.append(TrialRecord(trial.number, trial.user_attrs["keep_ratios"], trial.user_attrs["flops_ratio"],
                                    score, trial.state.name, trial.user_attrs.get("source", "optuna")))

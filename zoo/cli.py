@@ -28,7 +28,8 @@ IndexOption = Annotated[str | None, typer.Option("--index", help="Index file or 
 
 
 @contextmanager
-def _one_line_errors() -> Iterator[None]:
+def one_line_errors() -> Iterator[None]:
+    """Turn a MetapruneError into one `error: ...` line on stderr and exit status 1."""
     try:
         yield
     except MetapruneError as error:
@@ -47,7 +48,7 @@ def list_command(task: Annotated[str | None, typer.Option(help="Only entries of 
                  pattern: Annotated[str | None, typer.Option(help="channel, unstructured, n:m or prompt-routed.")] = None,
                  index: IndexOption = None) -> None:
     """List the entries of the index."""
-    with _one_line_errors():
+    with one_line_errors():
         entries = list_entries(task=task, pattern=pattern, index=index)
     rows = [(e.name, e.task, e.pattern, f"{e.flops['pruned'] / max(e.flops['dense'], 1):.0%}",
              f"{100 * e.metrics['pruned'].get('test_accuracy', float('nan')):.2f}") for e in entries]
@@ -57,7 +58,7 @@ def list_command(task: Annotated[str | None, typer.Option(help="Only entries of 
 @app.command("info")
 def info_command(name: str, index: IndexOption = None) -> None:
     """Show one entry: metrics, recipe, files and checksums."""
-    with _one_line_errors():
+    with one_line_errors():
         entry = entry_info(name, index=index)
     typer.echo(f"{entry.name}  ({entry.task}, {entry.architecture} on {entry.dataset}, {entry.pattern})")
     typer.echo(f"FLOPs   dense {entry.flops['dense']:,}  pruned {entry.flops['pruned']:,}")
@@ -74,7 +75,7 @@ def info_command(name: str, index: IndexOption = None) -> None:
 def pull_command(name: str, offline: Annotated[bool, typer.Option(help="Use only the cache.")] = False,
                  index: IndexOption = None) -> None:
     """Download and verify an entry into the cache; prints its folder."""
-    with _one_line_errors():
+    with one_line_errors():
         typer.echo(pull_entry(name, offline=offline or None, index=index))
 
 
@@ -86,7 +87,7 @@ def verify_command(name: str,
                    data_root: Annotated[str | None, typer.Option(help="Dataset folder (not needed for digits).")] = None,
                    index: IndexOption = None) -> None:
     """Re-measure accuracy and FLOPs and compare them with the card; exit 1 on a mismatch."""
-    with _one_line_errors():
+    with one_line_errors():
         result = verify_entry(name, tolerance=Tolerance(accuracy_points, flops_fraction),
                               offline=offline or None, index=index, data_root=data_root)
     typer.echo(result.summary())
@@ -101,7 +102,7 @@ def publish_command(run_dir: Path, to: Annotated[Path, typer.Option("--to", help
                     base_url: Annotated[str | None, typer.Option(help="Where --to will be served.")] = None,
                     subfolder: Annotated[str, typer.Option(help="Put entries in --to/SUBFOLDER/NAME/.")] = "") -> None:
     """Publish a run directory as a zoo entry (files, checksums, card, index)."""
-    with _one_line_errors():
+    with one_line_errors():
         entry = publish_run(run_dir, to, name, license=license, base_url=base_url, subfolder=subfolder)
     typer.echo(f"published {entry.name} ({len(entry.files)} files) to {Path(to, subfolder, entry.name)}")
 
@@ -111,7 +112,7 @@ def card_command(run_dir: Path,
                  out: Annotated[Path | None, typer.Option(help="Folder for README.md and the chart (default RUN_DIR).")] = None) -> None:
     """Write the model card (README.md) and keep-ratio chart of a run directory."""
     folder = out or run_dir
-    with _one_line_errors():
+    with one_line_errors():
         text = make_card(run_dir, chart_path=folder / CHART_NAME)
     (folder / CARD_NAME).write_text(text, encoding="utf-8")
     typer.echo(folder / CARD_NAME)

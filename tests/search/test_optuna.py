@@ -185,3 +185,17 @@ def test_a_killed_search_resumes_with_no_lost_or_duplicated_trials(tmp_path):
     assert not [t for t in after if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     rows = (run_dir / "trials.csv").read_text().splitlines()[1:]
     assert sum(",COMPLETE," in row for row in rows) == trials
+
+
+def test_a_trial_killed_between_its_attribute_writes_is_left_out_of_the_records():
+    from metaprune.search.optuna_search import _records
+
+    study = optuna.create_study()
+    killed = study.ask()
+    killed.set_user_attr("keep_ratios", [0.5])  # the process died before flops_ratio was written
+    study.tell(killed, state=TrialState.FAIL)
+    done = study.ask()
+    done.set_user_attr("keep_ratios", [0.6])
+    done.set_user_attr("flops_ratio", 0.5)
+    study.tell(done, 1.0)
+    assert [(record.number, record.state) for record in _records(study)] == [(1, "COMPLETE")]
