@@ -45,6 +45,7 @@ from metaprune.zoo.diffusion.teacher import (
     train_teacher,
 )
 from metaprune.zoo.diffusion.text_encoder import EmbeddingTable, PromptEncoder
+from metaprune.zoo.diffusion.zoo_report import write_pipeline_report
 
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID_PROMPTS = ["a digit 0", "a digit 7", "a thick digit 2", "a thin digit 5", "an inverted digit 4",
@@ -251,6 +252,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"aptp{tag}.json"
     path.write_text(json.dumps(results, indent=1))
+    write_pipeline_report(args.out, results)  # makes args.out publishable with `metaprune zoo publish`
     for name in ("teacher", "aptp", "static_magnitude", "static_group_l2"):
         row = results[name]
         print(f"{name:18s} acc {row['accuracy']:.3f}  fd {row['fd']:8.3f}  macs x{row['mac_ratio']:.3f}  "

@@ -216,12 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Exit, SystemExit) as stop:
         raise SystemExit(getattr(stop, "exit_code", getattr(stop, "code", 0))) from None
     except Exception as error:  # click usage errors arrive here with standalone_mode=False
-        import click
-
-        if isinstance(error, click.ClickException):
+        # typer may ship its own copy of click, so recognise click's exceptions by their interface
+        if callable(getattr(error, "show", None)) and isinstance(getattr(error, "exit_code", None), int):
             error.show()
             raise SystemExit(error.exit_code) from None
-        if isinstance(error, click.exceptions.Abort):
+        if type(error).__name__ == "Abort":
             raise SystemExit(130) from None
         raise
     if isinstance(code, int) and code:

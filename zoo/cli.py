@@ -100,10 +100,12 @@ def publish_command(run_dir: Path, to: Annotated[Path, typer.Option("--to", help
                     name: Annotated[str | None, typer.Option(help="Entry name (default from the report).")] = None,
                     license: Annotated[str, typer.Option(help="License of the weights.")] = "Apache-2.0",
                     base_url: Annotated[str | None, typer.Option(help="Where --to will be served.")] = None,
-                    subfolder: Annotated[str, typer.Option(help="Put entries in --to/SUBFOLDER/NAME/.")] = "") -> None:
-    """Publish a run directory as a zoo entry (files, checksums, card, index)."""
+                    subfolder: Annotated[str, typer.Option(help="Put entries in --to/SUBFOLDER/NAME/.")] = "",
+                    task: Annotated[str, typer.Option(help="Task label for `zoo list --task`.")] = "image-classification",
+                    ) -> None:
+    """Publish a run directory (or a prompt-routed pipeline with its report) as a zoo entry."""
     with one_line_errors():
-        entry = publish_run(run_dir, to, name, license=license, base_url=base_url, subfolder=subfolder)
+        entry = publish_run(run_dir, to, name, license=license, base_url=base_url, subfolder=subfolder, task=task)
     typer.echo(f"published {entry.name} ({len(entry.files)} files) to {Path(to, subfolder, entry.name)}")
 
 

@@ -2,7 +2,9 @@
 
 A run directory holds ``plan.json``, ``report.json``, ``model.safetensors``,
 ``architecture.json`` and ``report.png``; the zoo needs the report, the weights and the
-architecture, and publishes whichever of the others are present.
+architecture, and publishes whichever of the others are present. A prompt-routed pipeline
+(``metaprune diffusion prune --out``) is a run directory too: its report sits beside the
+pipeline's own files (:mod:`metaprune.zoo.diffusion.zoo_report`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from metaprune.zoo.registry import PATTERNS
 
 REQUIRED_FILES = ("report.json", "model.safetensors", "architecture.json")
 OPTIONAL_FILES = ("plan.json", "report.png")
+PIPELINE_FILES = ("report.json", "config.json", "predictor.safetensors", "experts.safetensors", "embeddings.safetensors")
+REQUIRED_BY_PATTERN = {"prompt-routed": PIPELINE_FILES}
 REPORT_KEYS = ("model", "dataset", "pattern", "budget", "dense", "pruned", "layer_keep_ratios", "command")
 SIDE_KEYS = ("flops", "params", "test_accuracy")
 
@@ -25,10 +29,19 @@ def run_files(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ZooError(f"run directory {run_dir} does not exist; create it with `metaprune prune --out DIR`")
-    missing = [name for name in REQUIRED_FILES if not (run_dir / name).is_file()]
+    required = REQUIRED_BY_PATTERN.get(_declared_pattern(run_dir), REQUIRED_FILES)
+    missing = [name for name in required if not (run_dir / name).is_file()]
     if missing:
-        raise ZooError(f"run directory {run_dir} lacks {missing}; it must hold {list(REQUIRED_FILES)}")
-    return [run_dir / name for name in (*REQUIRED_FILES, *OPTIONAL_FILES) if (run_dir / name).is_file()]
+        raise ZooError(f"run directory {run_dir} lacks {missing}; it must hold {list(required)}")
+    return [run_dir / name for name in (*required, *OPTIONAL_FILES) if (run_dir / name).is_file()]
+
+
+def _declared_pattern(run_dir: Path) -> str | None:
+    """The pattern named by ``report.json``, or None when it cannot be read (read_report says why later)."""
+    try:
+        return json.loads((run_dir / "report.json").read_text(encoding="utf-8")).get("pattern")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def check_report(report: Any, source: str) -> dict[str, Any]:

@@ -13,16 +13,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from metaprune.errors import ZooError
-from metaprune.zoo.cache import pull, pull_entry
+from metaprune.zoo.cache import pull_entry
 from metaprune.zoo.registry import load_index
 from metaprune.zoo.rundir import read_report
 from metaprune.zoo.settings import is_offline
-
-if TYPE_CHECKING:
-    from torch import nn
 
 # A deviation of exactly the tolerance passes; float subtraction (0.91 - 0.90) overshoots by ~1e-15.
 _ROUNDING = 1e-9
@@ -76,11 +73,18 @@ class VerifyResult:
                 f"(±{100 * self.tolerance.flops_fraction:g} %) {mark[self.flops_ok]}")
 
 
-def load(name: str, *, offline: bool | None = None, index: str | Path | None = None) -> nn.Module:
-    """Pull entry ``name`` (verified) and rebuild its model with :func:`metaprune.load` (no pickle)."""
+def load(name: str, *, offline: bool | None = None, index: str | Path | None = None) -> Any:
+    """Pull entry ``name`` (verified) and rebuild it without pickle: an ``nn.Module`` through
+    :func:`metaprune.load`, or a ``PromptRoutedPipeline`` for a ``prompt-routed`` entry."""
     import metaprune
 
-    return metaprune.load(pull(name, offline=offline, index=index))
+    entry = load_index(index, offline=is_offline(offline)).get(name)
+    folder = pull_entry(entry, offline=offline)
+    if entry.pattern == "prompt-routed":
+        from metaprune.zoo.diffusion.pipeline import PromptRoutedPipeline
+
+        return PromptRoutedPipeline.load(folder)
+    return metaprune.load(folder)
 
 
 def _image_size(directory: Path) -> int:
@@ -108,6 +112,9 @@ def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | Non
     from metaprune.train.loops import evaluate
 
     entry = load_index(index, offline=is_offline(offline)).get(name)
+    if entry.pattern == "prompt-routed":
+        raise ZooError(f"{name} is a prompt-routed text-to-image entry: verify re-evaluates classifiers; "
+                       "measure it with benchmarks/aptp.py")
     directory = pull_entry(entry, offline=offline)
     report = read_report(directory)
     import metaprune

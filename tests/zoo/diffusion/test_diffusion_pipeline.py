@@ -109,3 +109,43 @@ def test_bad_aptp_config_is_rejected():
         replace(CONFIG, budget=1.2).validate()
     with pytest.raises(ConfigError, match="min_mac_ratio"):
         replace(CONFIG, min_mac_ratio=0.9).validate()
+
+
+def _benchmark_results(pipe) -> dict:
+    """What benchmarks/aptp.py records, with made-up quality figures."""
+    experts = [{"code": code, "mac_ratio": 0.5 + 0.1 * code, "params": sum(p.numel() for p in expert.parameters())}
+               for code, expert in enumerate(pipe.experts)]
+    return {"budget": 0.6, "dense_macs": 1000, "config": {"seed": 0},
+            "teacher": {"accuracy": 0.5, "fd": 20.0}, "aptp": {"accuracy": 0.4, "fd": 15.0, "mac_ratio": 0.55,
+                                                               "usage": [0.5, 0.5], "experts": experts}}
+
+
+def test_a_routed_pipeline_is_a_zoo_entry_that_loads_back(pipe, tmp_path, zoo_cache):
+    from metaprune.errors import ZooError
+    from metaprune.zoo import list_entries, load, publish, verify
+    from metaprune.zoo.diffusion.zoo_report import write_pipeline_report
+
+    run = pipe.save(tmp_path / "run")
+    write_pipeline_report(run, _benchmark_results(pipe))
+    publish(run, tmp_path / "zoo", "digits-aptp-tiny", task="text-to-image")
+    index = tmp_path / "zoo" / "index.json"
+    [entry] = list_entries(pattern="prompt-routed", index=index)
+    assert entry.task == "text-to-image" and entry.flops == {"dense": 2000, "pruned": 1100}
+    loaded = load("digits-aptp-tiny", index=index)
+    assert isinstance(loaded, PromptRoutedPipeline)
+    first, second = pipe(PROMPTS, num_inference_steps=2, seed=3), loaded(PROMPTS, num_inference_steps=2, seed=3)
+    assert first.experts == second.experts and torch.equal(first.images, second.images)
+    with pytest.raises(ZooError, match="prompt-routed"):
+        verify("digits-aptp-tiny", index=index)
+
+
+def test_benchmark_results_must_match_the_pipeline(pipe, tmp_path):
+    from metaprune.zoo.diffusion.zoo_report import pipeline_report
+
+    run = pipe.save(tmp_path / "run")
+    results = _benchmark_results(pipe)
+    results["aptp"]["experts"] = results["aptp"]["experts"][:1]
+    with pytest.raises(ConfigError, match="1 experts"):
+        pipeline_report(run, results)
+    with pytest.raises(ConfigError, match="lack"):
+        pipeline_report(run, {"budget": 0.6})
