@@ -173,7 +173,8 @@ def main() -> None:
     torch.set_num_threads(1)
     quick = args.quick
     started = time.perf_counter()
-    tag = f"{'_quick' if quick else ''}{'_joint' if args.joint else ''}{f'_floor{args.min_mac_ratio:g}' if args.min_mac_ratio else ''}"
+    tag = (f"{'_quick' if quick else ''}{'_joint' if args.joint else ''}{f'_floor{args.min_mac_ratio:g}' if args.min_mac_ratio else ''}"
+           f"{f'_seed{args.seed}' if args.seed else ''}")
     config = APTPConfig(budget=args.budget, num_codes=args.codes, seed=args.seed, min_mac_ratio=args.min_mac_ratio,
                         joint_finetune=args.joint,
                         stage1_steps=80 if quick else 300, stage2_steps=40 if quick else 150)
