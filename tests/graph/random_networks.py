@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
+from random_batchnorm import randomised
 from torch import nn
 
 
@@ -86,15 +87,7 @@ class RandomNetwork(nn.Module):
 def build_network(spec: NetworkSpec, seed: int) -> RandomNetwork:
     """The network of ``spec`` with seeded random weights and random BatchNorm statistics."""
     torch.manual_seed(seed)
-    network = RandomNetwork(spec)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-                module.weight.normal_()
-                module.bias.normal_()
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-    return network.eval()
+    return randomised(RandomNetwork(spec), seed + 1)
 
 
 def example_input(spec: NetworkSpec, batch: int = 2) -> torch.Tensor:

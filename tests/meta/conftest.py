@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from small_networks import SmallMLP, SmallResNet, randomised
+from random_batchnorm import randomised
+from small_networks import SmallMLP, SmallResNet
 
 
 @pytest.fixture

@@ -35,19 +35,6 @@ class SmallMLP(nn.Module):
         return self.layers(x)
 
 
-def randomised(model: nn.Module, seed: int) -> nn.Module:
-    """``model`` in eval mode with seeded random BatchNorm parameters and statistics."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
-                module.weight.normal_()
-                module.bias.normal_()
-                module.running_mean.normal_()
-                module.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
 def permuted(model: nn.Module, producers: list[str], consumers: list[str], permutation: torch.Tensor) -> nn.Module:
     """Copy of ``model`` whose channels are reordered by ``permutation`` without changing its function.
 
