@@ -14,6 +14,9 @@ live worker's trial is never failed by another one.
 
 from __future__ import annotations
 
+import os
+import socket
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +28,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from sqlalchemy.exc import IntegrityError
 
 from metaprune.errors import SearchError
 from metaprune.search.allocators import get_allocator
@@ -57,19 +61,29 @@ def make_storage(context: SearchContext) -> optuna.storages.BaseStorage:
     return optuna.storages.journal.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path), lock))
 
 
-def _database(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed, then retried once."""
-    try:
-        with warnings.catch_warnings():  # heartbeats are marked experimental; they have been stable since v2.8
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
-            )
-    except ImportError as error:
-        raise SearchError(f"--storage {url} needs SQLAlchemy and the database driver ({error})") from error
-    except Exception as error:  # SQLAlchemy's errors: bad URL, unreachable server, wrong credentials
-        raise SearchError(f"cannot open --storage {url}: {str(error).splitlines()[0]}") from error
+def _database(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
+    """An RDB storage with heartbeats: a dead worker's RUNNING trial is failed, then retried once.
+
+    Workers that start together on an empty database all create Optuna's tables; the losers of
+    that race get a unique-key violation, and simply open the tables the winner made.
+    """
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():  # heartbeats are marked experimental; they have been stable since v2.8
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=HEARTBEAT_S, grace_period=3 * HEARTBEAT_S,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1),
+                )
+        except ImportError as error:
+            raise SearchError(f"--storage {url} needs SQLAlchemy and the database driver ({error})") from error
+        except IntegrityError as error:  # another worker is creating the same tables
+            if attempt + 1 == attempts:
+                raise SearchError(f"cannot open --storage {url}: {str(error).splitlines()[0]}") from error
+            time.sleep(0.2 * (attempt + 1))
+        except Exception as error:  # SQLAlchemy's errors: bad URL, unreachable server, wrong credentials
+            raise SearchError(f"cannot open --storage {url}: {str(error).splitlines()[0]}") from error
+    raise AssertionError("unreachable")
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -152,6 +166,7 @@ def _objective(context: SearchContext, multi_objective: bool) -> Callable[[optun
         flops_ratio = space.flops_ratio(keep_ratios)
         trial.set_user_attr("keep_ratios", keep_ratios.tolist())
         trial.set_user_attr("flops_ratio", flops_ratio)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # many workers may share a study
         score = context.score(keep_ratios)
         return (score, flops_ratio) if multi_objective else score
     return evaluate
@@ -169,22 +184,29 @@ def _records(study: optuna.Study) -> list[TrialRecord]:
 
 
 def open_study(context: SearchContext) -> optuna.Study:
-    """Create or resume the study of ``context`` (zombies failed and retried, baselines enqueued once)."""
+    """Create or resume the study of ``context`` (zombies failed and retried).
+
+    Only the process that creates the study enqueues the baselines: creation is atomic in every
+    storage, so workers that start together on one database never enqueue them twice.
+    """
     multi_objective = context.sampler == "nsga2"
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    name, storage = context.study or "metaprune-search", make_storage(context)
+    directions = ["maximize", "minimize"] if multi_objective else ["maximize"]
+    sampler = make_sampler(context.sampler, context.seed)
     try:
-        study = optuna.create_study(
-            study_name=context.study or "metaprune-search", storage=make_storage(context),
-            sampler=make_sampler(context.sampler, context.seed),
-            directions=["maximize", "minimize"] if multi_objective else ["maximize"], load_if_exists=True,
-        )
-    except ValueError as error:  # e.g. resuming a study created with other directions
-        raise SearchError(f"cannot open study {context.study!r}: {error}") from error
+        study, created = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                             directions=directions), True
+    except optuna.exceptions.DuplicatedStudyError:
+        study, created = optuna.load_study(study_name=name, storage=storage, sampler=sampler), False
+        if list(study.directions) != [optuna.study.StudyDirection[d.upper()] for d in directions]:
+            raise SearchError(f"cannot open study {name!r}: it was created with other directions "
+                              f"({[d.name.lower() for d in study.directions]}); use the same --sampler") from None
     _check_resumable(study, context)
     fail_zombies(study)
     # A resumed run must not redraw the points of the first run: offset the seed by the trials so far.
     study.sampler = make_sampler(context.sampler, context.seed + len(study.get_trials(deepcopy=False)))
-    if not study.get_trials(deepcopy=False):
+    if created:
         _enqueue_baselines(study, context, multi_objective)
     return study
 

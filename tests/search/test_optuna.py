@@ -128,6 +128,13 @@ def test_search_is_deterministic(tmp_path, seed):
     assert [(t.keep_ratios, t.score) for t in first.trials] == [(t.keep_ratios, t.score) for t in again.trials]
 
 
+def test_resuming_with_other_directions_is_one_search_error(tmp_path):
+    url = f"sqlite:///{tmp_path}/study.db"
+    optuna_search(make_context(tmp_path, trials=4, storage=url, study="db"))
+    with pytest.raises(SearchError, match="other directions"):
+        optuna_search(make_context(tmp_path, trials=6, storage=url, study="db", sampler="nsga2"))
+
+
 def test_a_database_storage_runs_and_resumes(tmp_path):
     url = f"sqlite:///{tmp_path}/study.db"
     optuna_search(make_context(tmp_path, trials=5, storage=url, study="db"))
