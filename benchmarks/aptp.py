@@ -10,8 +10,9 @@ Baselines at the same average MACs as the routed experts, with the same fine-tun
 (``stage2_steps x codes`` distillation steps, plus ``stage1_steps`` with ``--joint``): one static
 UNet pruned by weight magnitude and one by group L2.
 
-    OMP_NUM_THREADS=1 python benchmarks/aptp.py --quick      # minutes; results/aptp_quick.json
-    OMP_NUM_THREADS=1 python benchmarks/aptp.py              # results/aptp.json and sample grids
+    OMP_NUM_THREADS=1 python benchmarks/aptp.py --quick                   # minutes; results/aptp_quick.json
+    OMP_NUM_THREADS=1 python benchmarks/aptp.py [--seed N]                # results/aptp[_seedN].json and sample grids
+    OMP_NUM_THREADS=1 python benchmarks/aptp.py --guidance-weight 0       # plain distillation: results/aptp_plain.json
 """
 
 from __future__ import annotations
@@ -42,11 +43,14 @@ from metaprune.zoo.diffusion.teacher import (
     UNetConfig,
     generate,
     load_unet,
+    teacher_data_seed,
     train_teacher,
 )
 from metaprune.zoo.diffusion.text_encoder import EmbeddingTable, PromptEncoder
 from metaprune.zoo.diffusion.zoo_report import write_pipeline_report
 
+GUIDANCE = 2.0  # classifier-free guidance scale of sampling (and of guided distillation)
+GUIDANCE_TAGS = {0.0: "_plain", APTPConfig.guidance_weight: ""}  # result-file tags; the default has none
 RESULTS = Path(__file__).resolve().parent / "results"
 GRID_PROMPTS = ["a digit 0", "a digit 7", "a thick digit 2", "a thin digit 5", "an inverted digit 4",
                 "two digits: 3 and 7", "two digits: 1 and 9", "two digits: 8 and 2"]
@@ -167,6 +171,8 @@ def main() -> None:
     parser.add_argument("--codes", type=int, default=4)
     parser.add_argument("--joint", action="store_true", help="fine-tune the UNet jointly with the predictor in stage 1")
     parser.add_argument("--min-mac-ratio", type=float, default=0.0, help="per-prompt MAC floor of stage 1 (0: off)")
+    parser.add_argument("--guidance-weight", type=float, default=4.0,
+                        help="weight of guided (classifier-free guidance) distillation; 0: plain distillation with prompt dropout")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/dd-aptp-bench", help="where the routed pipeline is saved")
     args = parser.parse_args()
@@ -174,19 +180,22 @@ def main() -> None:
     quick = args.quick
     started = time.perf_counter()
     tag = (f"{'_quick' if quick else ''}{'_joint' if args.joint else ''}{f'_floor{args.min_mac_ratio:g}' if args.min_mac_ratio else ''}"
-           f"{f'_seed{args.seed}' if args.seed else ''}")
+           f"{GUIDANCE_TAGS.get(args.guidance_weight, f'_guided{args.guidance_weight:g}')}{f'_seed{args.seed}' if args.seed else ''}")
     config = APTPConfig(budget=args.budget, num_codes=args.codes, seed=args.seed, min_mac_ratio=args.min_mac_ratio,
-                        joint_finetune=args.joint,
+                        joint_finetune=args.joint, guidance_weight=args.guidance_weight,
+                        guidance_scale=GUIDANCE,
                         stage1_steps=80 if quick else 300, stage2_steps=40 if quick else 150)
-    sampling = Sampling(num_inference_steps=10 if quick else 20, guidance_scale=2.0)
-    task = load_digits_prompt_task(seed=args.seed)
+    sampling = Sampling(num_inference_steps=10 if quick else 20, guidance_scale=GUIDANCE)
     table = EmbeddingTable.build(PromptEncoder(), all_prompts())
     context_length = table.tokens.shape[1]
     if not (Path(args.teacher) / "unet.json").is_file():
-        train_teacher(task.train, table, args.teacher, UNetConfig(), TrainConfig(steps=400 if quick else 1400))
+        train_teacher(load_digits_prompt_task(seed=0).train, table, args.teacher, UNetConfig(),
+                      TrainConfig(steps=400 if quick else 6000, data_seed=0))
     teacher, teacher_meta = load_unet(args.teacher)
+    # the teacher's split for everyone (students, judge, evaluation); --seed varies everything else
+    task = load_digits_prompt_task(seed=teacher_data_seed(teacher_meta))
     judge, judge_accuracy = train_judge(task, epochs=4 if quick else 8, seed=args.seed)
-    evaluation = eval_subset(task, 20 if quick else 100, args.seed)
+    evaluation = eval_subset(task, 20 if quick else 150, args.seed)
     real = (evaluation.images + 1) / 2
     repeats = 10 if quick else 30
     layout = discover_gates(teacher, config.ff_groups)

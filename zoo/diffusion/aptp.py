@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
+from diffusers import DDPMScheduler
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -28,6 +29,7 @@ from metaprune.zoo.diffusion.losses import (
     contrastive_loss,
     distillation_loss,
     floor_loss,
+    guided_distillation_loss,
     sinkhorn,
 )
 from metaprune.zoo.diffusion.macs import MacModel
@@ -56,6 +58,8 @@ class APTPConfig:
     contrastive_weight: float = 0.1
     route_weight: float = 0.5
     denoise_weight: float = 0.5
+    guidance_weight: float = 4.0  # guided distillation (0: plain distillation with prompt dropout)
+    guidance_scale: float = 2.0
     gumbel_start: float = 1.0
     gumbel_end: float = 0.3
     noise_fraction: float = 0.6
@@ -69,6 +73,9 @@ class APTPConfig:
             raise ConfigError(f"min_mac_ratio must be in [0, budget={self.budget}], got {self.min_mac_ratio}")
         if self.num_codes < 1 or self.stage1_steps < 0 or self.stage2_steps < 0 or self.batch_size < 2:
             raise ConfigError(f"need num_codes >= 1, steps >= 0 and batch_size >= 2; got {asdict(self)}")
+        if self.guidance_weight < 0 or self.guidance_scale < 1:
+            raise ConfigError(f"need guidance_weight >= 0 and guidance_scale >= 1; got {self.guidance_weight}, "
+                              f"{self.guidance_scale}")
 
 
 @dataclass
@@ -91,6 +98,34 @@ def code_gates(predictor: ArchitecturePredictor, layout: GateLayout) -> torch.Te
     with torch.no_grad():
         logits = predictor.code_logits()
     return layout.ensure_nonempty((logits > 0).float(), logits)
+
+
+def distillation_batch(split: PromptImageSplit, table: EmbeddingTable, config: APTPConfig, scheduler: DDPMScheduler,
+                       generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """``(noisy, steps, context, noise, prompts)``: one batch of ``batch_size`` UNet rows.
+
+    With ``guidance_weight > 0`` it holds ``batch_size // 2`` images, each noised once and seen
+    with its prompt and with the null prompt (rows ``[conditional; unconditional]``, the layout
+    :func:`guided_distillation_loss` expects); otherwise ``batch_size`` images whose prompts are
+    dropped with probability ``cfg_drop``. Either way a step costs the same UNet compute.
+    """
+    paired = config.guidance_weight > 0
+    images, context, prompts = draw_batch(split, table, max(config.batch_size // 2, 1) if paired else config.batch_size,
+                                          generator)
+    noisy, noise, steps = noisy_batch(scheduler, images, generator)
+    null = table.null()
+    if paired:
+        return (torch.cat([noisy, noisy]), torch.cat([steps, steps]), torch.cat([context, null.expand_as(context)]),
+                noise, prompts)
+    return noisy, steps, drop_prompts(context, null, config.cfg_drop, generator), noise, prompts
+
+
+def distill(prediction: torch.Tensor, target: torch.Tensor, noise: torch.Tensor, config: APTPConfig) -> torch.Tensor:
+    """The distillation loss of a :func:`distillation_batch` (guided when ``guidance_weight > 0``)."""
+    if config.guidance_weight > 0:
+        return guided_distillation_loss(prediction, target, noise, config.guidance_scale, config.guidance_weight,
+                                        config.denoise_weight)
+    return distillation_loss(prediction, target, noise, config.denoise_weight)
 
 
 def _gumbel_temperature(config: APTPConfig, step: int) -> float:
@@ -122,14 +157,12 @@ def train_stage1(teacher: nn.Module, split: PromptImageSplit, table: EmbeddingTa
     decay = torch.optim.lr_scheduler.LambdaLR(  # cosine: late steps settle the deterministic gates
         optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / max(config.stage1_steps, 1))))
     controller = GateController(student, layout)
-    scheduler, null, history = train_scheduler(), table.null(), []
+    scheduler, history = train_scheduler(), []
     try:
         for step in tqdm(range(config.stage1_steps), desc="aptp stage 1", disable=not progress):
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
-            images, context, prompts = draw_batch(split, table, config.batch_size, generator)
+            noisy, steps, context, noise, prompts = distillation_batch(split, table, config, scheduler, generator)
             pooled = table.lookup(prompts)[1]
-            noisy, noise, steps = noisy_batch(scheduler, images, generator)
-            context = drop_prompts(context, null, config.cfg_drop, generator)
             with torch.no_grad():
                 target = teacher(noisy, steps, encoder_hidden_states=context).sample
             scores = predictor.scores(pooled)
@@ -141,7 +174,7 @@ def train_stage1(teacher: nn.Module, split: PromptImageSplit, table: EmbeddingTa
                 prediction = student(noisy, steps, encoder_hidden_states=context).sample
             ratio = macs.ratio(gates)
             losses = {
-                "distill": distillation_loss(prediction, target, noise, config.denoise_weight),
+                "distill": distill(prediction, target, noise, config),
                 "budget": (budget_loss(ratio, config.budget) + floor_loss(ratio, config.min_mac_ratio)).float(),
                 "contrastive": contrastive_loss(pooled, predictor.embed(pooled)),
                 "route": -(plan * F.log_softmax(scores, dim=-1)).sum(-1).mean(),
@@ -168,16 +201,13 @@ def finetune_expert(expert: nn.Module, teacher: nn.Module, split: PromptImageSpl
     teacher.eval().requires_grad_(False)
     expert.train().requires_grad_(True)
     optimizer = torch.optim.Adam(expert.parameters(), lr=config.unet_lr)
-    scheduler, null, losses = train_scheduler(), table.null(), []
+    scheduler, losses = train_scheduler(), []
     for step in tqdm(range(steps), desc=desc, disable=not progress):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        images, context, _ = draw_batch(split, table, config.batch_size, generator)
-        noisy, noise, steps_t = noisy_batch(scheduler, images, generator)
-        context = drop_prompts(context, null, config.cfg_drop, generator)
+        noisy, steps_t, context, noise, _ = distillation_batch(split, table, config, scheduler, generator)
         with torch.no_grad():
             target = teacher(noisy, steps_t, encoder_hidden_states=context).sample
-        loss = distillation_loss(expert(noisy, steps_t, encoder_hidden_states=context).sample, target, noise,
-                                 config.denoise_weight)
+        loss = distill(expert(noisy, steps_t, encoder_hidden_states=context).sample, target, noise, config)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

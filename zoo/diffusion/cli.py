@@ -38,7 +38,7 @@ def _embedding_table(seed: int):
 @app.command()
 def teacher(
     out: Annotated[str, typer.Option(help="Run directory (resumes from its checkpoint).")] = "runs/dd-teacher",
-    steps: Annotated[int, typer.Option(help="Training steps.")] = 1400,
+    steps: Annotated[int, typer.Option(help="Training steps.")] = 6000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 1e-3,
     seed: SeedOption = 0,
@@ -47,9 +47,9 @@ def teacher(
     from metaprune.zoo.diffusion.teacher import TrainConfig, UNetConfig, train_teacher
 
     with one_line_errors():
-        config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+        config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, data_seed=seed)
         config.validate()
-        task, table = _embedding_table(seed)
+        task, table = _embedding_table(config.data_seed)
         train_teacher(task.train, table, out, UNetConfig(), config)
         typer.echo(f"teacher written to {out}")
 
@@ -64,24 +64,28 @@ def prune(
     stage2_steps: Annotated[int, typer.Option(help="Fine-tuning steps per expert.")] = 150,
     joint: Annotated[bool, typer.Option(help="Fine-tune the UNet jointly in stage 1.")] = False,
     min_mac_ratio: Annotated[float, typer.Option(help="Per-prompt MAC floor in stage 1 (0: none).")] = 0.0,
-    seed: SeedOption = 0,
+    guidance_weight: Annotated[float, typer.Option(help="Weight of guided distillation (0: plain distillation).")]
+    = 4.0,
+    seed: Annotated[int, typer.Option(help="Seed of the predictor and fine-tuning (the data split is the teacher's).")]
+    = 0,
 ) -> None:
     """Train the architecture predictor, slice and fine-tune one expert per code, save the pipeline."""
     from metaprune.zoo.diffusion.aptp import APTPConfig, train_stage1, train_stage2
     from metaprune.zoo.diffusion.gates import discover_gates
     from metaprune.zoo.diffusion.macs import MacModel
     from metaprune.zoo.diffusion.pipeline import PromptRoutedPipeline
-    from metaprune.zoo.diffusion.teacher import UNetConfig, load_unet
+    from metaprune.zoo.diffusion.teacher import UNetConfig, load_unet, teacher_data_seed
 
     with one_line_errors():
         config = APTPConfig(budget=budget, num_codes=codes, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
-                            joint_finetune=joint, min_mac_ratio=min_mac_ratio, seed=seed)
+                            joint_finetune=joint, min_mac_ratio=min_mac_ratio, guidance_weight=guidance_weight,
+                            seed=seed)
         config.validate()
         if not Path(teacher).is_dir():
             raise WeightsError(f"teacher directory {teacher} does not exist; train one with "
                                f"`metaprune diffusion teacher --out {teacher}`")
         unet, meta = load_unet(teacher)
-        task, table = _embedding_table(seed)
+        task, table = _embedding_table(teacher_data_seed(meta))  # the teacher's split: its test images stay unseen
         stage1 = train_stage1(unet, task.train, table, config)
         stage2 = train_stage2(unet, stage1.predictor, task.train, table, config, base=stage1.unet)
         pipe = PromptRoutedPipeline(stage1.predictor, stage2.experts, stage2.gates, table,

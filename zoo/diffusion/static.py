@@ -87,7 +87,12 @@ def uniform_keep(layout: GateLayout, scores: torch.Tensor, fraction: float) -> t
 
 def static_gates(unet: nn.Module, layout: GateLayout, macs: MacModel, target_ratio: float,
                  criterion: str = "group_l2") -> torch.Tensor:
-    """Hard gates of the static baseline whose MAC ratio is the largest one ``<= target_ratio``."""
+    """Hard gates of the static baseline with a MAC ratio as close to ``target_ratio`` as possible from below.
+
+    The largest uniform keep fraction within the budget first; then the remaining gates, best
+    first by score relative to their group's mean (scores of different layers are not on one
+    scale), are added while the ratio stays ``<= target_ratio``.
+    """
     check_budget(target_ratio)
     scores = gate_importance(unet, layout, criterion)
     best = uniform_keep(layout, scores, 0.0)
@@ -95,4 +100,15 @@ def static_gates(unet: nn.Module, layout: GateLayout, macs: MacModel, target_rat
         candidate = uniform_keep(layout, scores, step / 100)
         if macs.ratio(candidate).item() <= target_ratio:
             best = candidate
+    relative = scores.clone()
+    for group in layout.groups:
+        start = layout.offsets[group.name]
+        block = relative[start:start + group.size]
+        relative[start:start + group.size] = block / block.mean() if torch.isfinite(block).all() else block
+    for gate in relative.masked_fill(best > 0, float("-inf")).argsort(descending=True).tolist():
+        if best[gate] > 0 or not torch.isfinite(relative[gate]):
+            continue
+        best[gate] = 1.0
+        if macs.ratio(best).item() > target_ratio:
+            best[gate] = 0.0
     return best

@@ -78,6 +78,9 @@ class TrainConfig:
     lr: float = 1e-3
     cfg_drop: float = 0.1
     seed: int = 0
+    #: Seed of the digits task split the teacher is trained on; students and benchmarks must reuse
+    #: that split (:func:`teacher_data_seed`), or the teacher has seen their test images.
+    data_seed: int = 0
     checkpoint_every: int = 250
     train_timesteps: int = 1000
     ema_decay: float = 0.995
@@ -194,6 +197,12 @@ def load_unet(folder: str | Path, weights_name: str = "unet") -> tuple[UNet2DCon
     unet = UNetConfig.from_dict(meta["unet"]).build()
     unet.load_state_dict(load_file(str(weights)))
     return unet.eval(), meta
+
+
+def teacher_data_seed(meta: dict[str, Any]) -> int:
+    """The task-split seed of a teacher run (its ``unet.json``); runs made before it was recorded used ``seed``."""
+    train = meta.get("train", {})
+    return int(train.get("data_seed", train.get("seed", 0)))
 
 
 @torch.no_grad()

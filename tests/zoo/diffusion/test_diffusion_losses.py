@@ -5,8 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaprune.errors import BudgetError
-from metaprune.zoo.diffusion.losses import budget_loss, contrastive_loss, distillation_loss, sinkhorn
+from metaprune.errors import BudgetError, ConfigError
+from metaprune.zoo.diffusion.losses import (
+    budget_loss,
+    contrastive_loss,
+    distillation_loss,
+    guided_distillation_loss,
+    sinkhorn,
+)
 from metaprune.zoo.diffusion.predictor import ArchitecturePredictor, gumbel_sigmoid
 
 
@@ -48,6 +54,38 @@ def test_contrastive_loss_prefers_matching_similarities():
 def test_distillation_loss_is_zero_for_a_perfect_student():
     noise = torch.randn(2, 1, 4, 4)
     assert distillation_loss(noise, noise, noise).item() == 0.0
+
+
+def test_guided_distillation_matches_its_definition():
+    generator = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(2, 6, 1, 4, 4, generator=generator)
+    noise = torch.randn(3, 1, 4, 4, generator=generator)
+    (s_c, s_u), (t_c, t_u) = student.chunk(2), teacher.chunk(2)
+    guided = ((s_u + 3 * (s_c - s_u)) - (t_u + 3 * (t_c - t_u))).pow(2).mean()
+    expected = (student - teacher).pow(2).mean() + 0.7 * guided + 0.2 * (s_c - noise).pow(2).mean()
+    actual = guided_distillation_loss(student, teacher, noise, guidance_scale=3.0, guidance_weight=0.7, denoise_weight=0.2)
+    assert actual.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert guided_distillation_loss(teacher, teacher, t_c).item() == 0.0
+
+
+def test_guided_distillation_sees_a_wrong_guidance_direction_that_plain_mse_underweights():
+    """Same total error, once along the guidance direction and once shared by both halves:
+    the guided term amplifies the first by the guidance scale, plain MSE cannot tell them apart."""
+    teacher = torch.zeros(4, 1, 4, 4)
+    noise = torch.zeros(2, 1, 4, 4)
+    error = torch.full((2, 1, 4, 4), 0.1)
+    along_direction = teacher + torch.cat([error, -error])  # c - u off by 0.2, mean prediction right
+    shared = teacher + torch.cat([error, error])            # both halves off by 0.1, c - u right
+    assert distillation_loss(along_direction, teacher, torch.cat([noise, noise]), 0.0) == pytest.approx(
+        distillation_loss(shared, teacher, torch.cat([noise, noise]), 0.0).item())
+    kwargs = {"guidance_scale": 2.0, "guidance_weight": 1.0, "denoise_weight": 0.0}
+    assert guided_distillation_loss(along_direction, teacher, noise, **kwargs) > 4 * guided_distillation_loss(
+        shared, teacher, noise, **kwargs)
+
+
+def test_guided_distillation_rejects_unpaired_predictions():
+    with pytest.raises(ConfigError, match="paired"):
+        guided_distillation_loss(torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 2, 2), torch.zeros(4, 1, 2, 2))
 
 
 def test_predictor_routes_to_codes_and_decodes_gates():

@@ -149,3 +149,32 @@ def test_benchmark_results_must_match_the_pipeline(pipe, tmp_path):
         pipeline_report(run, results)
     with pytest.raises(ConfigError, match="lack"):
         pipeline_report(run, {"budget": 0.6})
+
+
+def test_guided_distillation_batches_pair_each_noisy_image_with_the_null_prompt(small_split, fake_table):
+    from metaprune.zoo.diffusion.aptp import distillation_batch
+    from metaprune.zoo.diffusion.teacher import train_scheduler
+
+    config = APTPConfig(batch_size=8, guidance_weight=1.0)
+    noisy, steps, context, noise, prompts = distillation_batch(small_split, fake_table, config, train_scheduler(),
+                                                               torch.Generator().manual_seed(0))
+    assert len(prompts) == 4 and noise.shape[0] == 4 and noisy.shape[0] == 8  # same UNet rows as unpaired
+    assert torch.equal(noisy[:4], noisy[4:]) and torch.equal(steps[:4], steps[4:])
+    assert torch.equal(context[:4], fake_table.lookup(prompts)[0])
+    assert torch.equal(context[4:], fake_table.null().expand(4, -1, -1))
+    plain = distillation_batch(small_split, fake_table, APTPConfig(batch_size=8, guidance_weight=0.0), train_scheduler(),
+                               torch.Generator().manual_seed(0))
+    assert plain[0].shape[0] == 8 and len(plain[4]) == 8
+
+
+def test_guided_stages_run_and_reject_bad_guidance(small_split, fake_table):
+    config = APTPConfig(budget=0.6, num_codes=2, ff_groups=4, stage1_steps=2, stage2_steps=1, batch_size=4,
+                        guidance_weight=1.0)
+    teacher = build_tiny_unet()
+    stage1 = train_stage1(teacher, small_split, fake_table, config, progress=False)
+    stage2 = train_stage2(teacher, stage1.predictor, small_split, fake_table, config, progress=False)
+    assert all(torch.isfinite(torch.tensor(row["distill"])) for row in stage1.history)
+    assert all(len(losses) in (0, 1) for losses in stage2.losses)
+    for bad in ({"guidance_weight": -1.0}, {"guidance_scale": 0.5}):
+        with pytest.raises(ConfigError, match="guidance"):
+            APTPConfig(**bad).validate()
