@@ -30,11 +30,12 @@ from scipy import linalg
 from torch import nn
 
 from metaprune.flops import measure_latency
-from metaprune.zoo.diffusion.aptp import APTPConfig, finetune_expert, slice_expert, train_stage1, train_stage2
+from metaprune.zoo.diffusion.aptp import APTPConfig, finetune_expert, train_stage1, train_stage2
 from metaprune.zoo.diffusion.gates import discover_gates
 from metaprune.zoo.diffusion.images import save_grid
 from metaprune.zoo.diffusion.macs import MacModel, UNetCall
 from metaprune.zoo.diffusion.pipeline import PromptRoutedPipeline
+from metaprune.zoo.diffusion.slicing import slice_unet
 from metaprune.zoo.diffusion.static import static_gates
 from metaprune.zoo.diffusion.task import DIFFICULTY_NAMES, all_prompts, load_digits_prompt_task, parse_prompt
 from metaprune.zoo.diffusion.teacher import (
@@ -243,7 +244,7 @@ def main() -> None:
     for criterion in ("magnitude", "group_l2"):
         clock = time.perf_counter()
         gates = static_gates(teacher, layout, macs, average_ratio, criterion)
-        static = slice_expert(teacher, layout, gates)
+        static = slice_unet(teacher, layout, gates)
         finetune_expert(static, teacher, task.train, table, finetune_steps, config, seed=args.seed + 99, desc=criterion)
         timings[f"static_{criterion}_train_s"] = time.perf_counter() - clock
         images = sample_with(static, table, evaluation.prompts, sampling, args.seed + 1)

@@ -41,7 +41,6 @@ def main() -> None:
     parser.add_argument("--teacher", default="runs/dd-teacher")
     parser.add_argument("--samples", type=int, default=256)
     args = parser.parse_args()
-    torch.manual_seed(0)
     teacher, meta = load_unet(args.teacher)
     task = load_digits_prompt_task(seed=teacher_data_seed(meta))
     table = EmbeddingTable.build(PromptEncoder(), all_prompts())

@@ -20,10 +20,10 @@ MODELS = {"teacher": "dense teacher", "aptp": "APTP, routed experts", "static_ma
           "static_group_l2": "static, group L2"}
 
 
-def summarize(paths: list[str]) -> tuple[str, dict]:
-    """The Markdown table and the per-model means of the result files ``paths``."""
+def summarize(paths: list[str]) -> str:
+    """The Markdown table (and a line of per-run wins) of the result files ``paths``."""
     runs = [json.loads(Path(path).read_text()) for path in paths]
-    rows, means = [], {}
+    rows = []
     for key, label in MODELS.items():
         records = [run[key] for run in runs]
         by_difficulty = " / ".join(mean_std([r["accuracy_by_difficulty"][d] for r in records], scale=1.0, digits=2)
@@ -31,12 +31,11 @@ def summarize(paths: list[str]) -> tuple[str, dict]:
         rows.append([label, mean_std([r["accuracy"] for r in records], scale=1.0, digits=3), by_difficulty,
                      mean_std([r["fd"] for r in records], scale=1.0, digits=2),
                      mean_std([r["mac_ratio"] for r in records], scale=1.0, digits=3)])
-        means[key] = {metric: sum(r[metric] for r in records) / len(records) for metric in ("accuracy", "fd", "mac_ratio")}
     wins = {metric: sum(run["routed_beats_static"][metric] for run in runs) for metric in ("accuracy", "fd")}
     header = ["model", "accuracy", "single / attribute / two-digit", "FD ↓", "MAC ratio"]
     note = (f"{len(runs)} runs (seeds {[run['config']['seed'] for run in runs]}); routed beats both static UNets on "
             f"accuracy in {wins['accuracy']}, on FD in {wins['fd']}")
-    return markdown_table(header, rows) + "\n\n" + note, means
+    return markdown_table(header, rows) + "\n\n" + note
 
 
 def main() -> None:
@@ -48,8 +47,7 @@ def main() -> None:
         paths = sorted({path for pattern in patterns.split(",") for path in glob.glob(pattern)})
         if not paths:
             raise SystemExit(f"no result files match {patterns!r}")
-        table, _ = summarize(paths)
-        print(f"### {name}\n\n{table}\n")
+        print(f"### {name}\n\n{summarize(paths)}\n")
 
 
 if __name__ == "__main__":

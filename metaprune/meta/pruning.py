@@ -24,10 +24,8 @@ from torch import nn
 from metaprune.meta.metanetwork import MetaNetwork
 from metaprune.meta.rewrite import rewrite_network
 from metaprune.prune.criteria import OutputGroupL2Criterion
-from metaprune.prune.groups import CONV_LINEAR
+from metaprune.prune.groups import CHANNEL_NORMS, CONV_LINEAR
 from metaprune.train import recalibrate_batchnorm
-
-NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 
 class MetaCriterion(OutputGroupL2Criterion):
@@ -43,7 +41,7 @@ def output_sensitive_slices(model: nn.Module, coupled: list[tuple[str, int, torc
     def module_of(name: str) -> nn.Module:
         return model.get_submodule(name.rpartition(".")[0])
 
-    if not any(isinstance(module_of(name), NORMS) for name, *_ in coupled):
+    if not any(isinstance(module_of(name), CHANNEL_NORMS) for name, *_ in coupled):
         return coupled
     return [piece for piece in coupled if not (piece[1] == 0 and isinstance(module_of(piece[0]), CONV_LINEAR))]
 

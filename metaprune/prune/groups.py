@@ -22,6 +22,8 @@ from metaprune.errors import PruneError
 from metaprune.prune import heads as attention_heads
 
 CONV_LINEAR = (nn.Conv2d, nn.Conv1d, nn.Linear)
+#: Per-channel normalisation layers: their scale and shift are a group's "norm" rows.
+CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 
 
 @dataclass
@@ -165,7 +167,7 @@ class ModelGroups:
                 grads = grad.transpose(0, 1)[idxs].flatten(1) if grad is not None else None
             else:
                 return None
-        elif isinstance(layer, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)) and weight.dim() == 1:
+        elif isinstance(layer, CHANNEL_NORMS) and weight.dim() == 1:
             role, values = "norm", weight[idxs][:, None]
             grads = grad[idxs][:, None] if grad is not None else None
         else:

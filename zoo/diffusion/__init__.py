@@ -12,16 +12,17 @@ the two training stages (:mod:`.aptp`) and the routed pipeline (:mod:`.pipeline`
     out.images.shape, out.experts          # (2, 1, 16, 16), e.g. [1, 3]
 """
 
-from metaprune.zoo.diffusion.aptp import APTPConfig, slice_expert, train_stage1, train_stage2
+from metaprune.zoo.diffusion.aptp import APTPConfig, train_stage1, train_stage2
 from metaprune.zoo.diffusion.gates import GateController, GateLayout, discover_gates
 from metaprune.zoo.diffusion.macs import MacModel
 from metaprune.zoo.diffusion.pipeline import PipelineOutput, PromptRoutedPipeline
 from metaprune.zoo.diffusion.predictor import ArchitecturePredictor, gumbel_sigmoid
+from metaprune.zoo.diffusion.slicing import slice_unet
 from metaprune.zoo.diffusion.task import load_digits_prompt_task, parse_prompt
 from metaprune.zoo.diffusion.text_encoder import EmbeddingTable, PromptEncoder
 
 __all__ = [
     "APTPConfig", "ArchitecturePredictor", "EmbeddingTable", "GateController", "GateLayout", "MacModel",
     "PipelineOutput", "PromptEncoder", "PromptRoutedPipeline", "discover_gates", "gumbel_sigmoid",
-    "load_digits_prompt_task", "parse_prompt", "slice_expert", "train_stage1", "train_stage2",
+    "load_digits_prompt_task", "parse_prompt", "slice_unet", "train_stage1", "train_stage2",
 ]

@@ -6,7 +6,7 @@ is pulled to the budget, prompts are spread over the codes by Sinkhorn and archi
 similarities follow prompt similarities.
 
 Stage 2 routes every training prompt to its code, slices one physical expert per code
-(:func:`slice_expert`) and fine-tunes each expert by distillation on its own prompts.
+(:func:`~metaprune.zoo.diffusion.slicing.slice_unet`) and fine-tunes each expert by distillation on its own prompts.
 """
 
 from __future__ import annotations
@@ -86,11 +86,6 @@ class Stage1Result:
     predictor: ArchitecturePredictor
     unet: nn.Module
     history: list[dict[str, float]]
-
-
-def slice_expert(unet: nn.Module, layout: GateLayout, gates: torch.Tensor) -> nn.Module:
-    """A physically smaller copy of ``unet`` for hard ``gates`` (see :func:`slicing.slice_unet`)."""
-    return slice_unet(unet, layout, gates)
 
 
 def code_gates(predictor: ArchitecturePredictor, layout: GateLayout) -> torch.Tensor:
@@ -238,7 +233,7 @@ def train_stage2(teacher: nn.Module, predictor: ArchitecturePredictor, split: Pr
     code_of = dict(zip(unique, codes.tolist()))
     experts, prompts_per_code, losses = [], [], []
     for code in range(predictor.num_codes):
-        expert = slice_expert(teacher if base is None else base, layout, gates[code])
+        expert = slice_unet(teacher if base is None else base, layout, gates[code])
         own = [index for index, prompt in enumerate(split.prompts) if code_of[prompt] == code]
         prompts_per_code.append([prompt for prompt in unique if code_of[prompt] == code])
         losses.append(finetune_expert(expert, teacher, split.subset(own), table, config.stage2_steps, config,

@@ -9,7 +9,7 @@
 * distillation: noise-prediction MSE to the teacher plus the plain denoising MSE; the guided
   variant also distils what the classifier-free-guidance sampler uses, ``u + w (c - u)``, from
   paired conditional/unconditional predictions of the same noisy input. The guidance direction
-  ``c - u`` is about 8x smaller than the prediction itself, so plain MSE barely sees it, yet it
+  ``c - u`` is about 10x smaller than the prediction itself, so plain MSE barely sees it, yet it
   carries the prompt: pruned experts distilled without it keep the image statistics and lose
   the digit.
 """

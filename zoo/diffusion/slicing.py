@@ -83,15 +83,6 @@ def _slice_feed_forward(feed_forward: nn.Module, kept: torch.Tensor, group: Gate
 _SLICERS = {"channel": _slice_resnet, "head": _slice_attention, "ff": _slice_feed_forward}
 
 
-def _replace(root: nn.Module, path: str, replacement: nn.Module) -> None:
-    parent_path, _, child = path.rpartition(".")
-    parent = root.get_submodule(parent_path) if parent_path else root
-    if isinstance(parent, (nn.ModuleList, nn.Sequential)):
-        parent[int(child)] = replacement
-    else:
-        setattr(parent, child, replacement)
-
-
 def slice_unet(unet: nn.Module, layout: GateLayout, gates: torch.Tensor) -> nn.Module:
     """A sliced deep copy of ``unet`` for one hard gate vector (``G`` values in ``{0, 1}``).
 
@@ -115,5 +106,5 @@ def slice_unet(unet: nn.Module, layout: GateLayout, gates: torch.Tensor) -> nn.M
     for group in layout.groups:
         if group.name in removed:
             tuple_output = not type(expert.get_submodule(group.module)).__name__.startswith("Resnet")
-            _replace(expert, group.module, SkipBlock(returns_tuple=tuple_output))
+            expert.set_submodule(group.module, SkipBlock(returns_tuple=tuple_output))
     return expert

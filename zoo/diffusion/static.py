@@ -7,8 +7,9 @@ Each gate (channel group, head, GEGLU group) is scored by its weights:
 * ``group_l2``: L2 norm of every weight coupled to the unit (producing rows, consuming columns
   of ``conv2``/``to_out``/``net[2]``, ``time_emb_proj`` rows and ``norm2`` scales).
 
-Every group keeps the same fraction of its best gates (at least one); depth gates stay on. The
-fraction is the largest whose MAC ratio does not exceed the target.
+Every group keeps the same fraction of its best gates (at least one), the largest fraction whose
+MAC ratio does not exceed the target; the best remaining gates then fill the budget up
+(:func:`static_gates`). Depth gates stay on.
 """
 
 from __future__ import annotations
@@ -105,9 +106,8 @@ def static_gates(unet: nn.Module, layout: GateLayout, macs: MacModel, target_rat
         start = layout.offsets[group.name]
         block = relative[start:start + group.size]
         relative[start:start + group.size] = block / block.mean() if torch.isfinite(block).all() else block
-    for gate in relative.masked_fill(best > 0, float("-inf")).argsort(descending=True).tolist():
-        if best[gate] > 0 or not torch.isfinite(relative[gate]):
-            continue
+    candidates = ((best == 0) & torch.isfinite(relative)).nonzero().squeeze(1)
+    for gate in candidates[relative[candidates].argsort(descending=True)].tolist():
         best[gate] = 1.0
         if macs.ratio(best).item() > target_ratio:
             best[gate] = 0.0

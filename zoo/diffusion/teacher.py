@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from metaprune.errors import ConfigError, WeightsError
+from metaprune.train.checkpoint import load_state
 from metaprune.zoo.diffusion.task import PromptImageSplit
 from metaprune.zoo.diffusion.text_encoder import EMBEDDING_DIM, EmbeddingTable
 
@@ -195,7 +196,7 @@ def load_unet(folder: str | Path, weights_name: str = "unet") -> tuple[UNet2DCon
                            f"train one with `metaprune diffusion teacher --out {folder}`")
     meta = json.loads(meta_path.read_text())
     unet = UNetConfig.from_dict(meta["unet"]).build()
-    unet.load_state_dict(load_file(str(weights)))
+    load_state(weights, unet)
     return unet.eval(), meta
 
 
