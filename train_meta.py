@@ -1,6 +1,7 @@
-"""Train the graph metanetwork: ``python train_meta.py zoo ...`` then ``python train_meta.py train ...``.
+"""Train the graph metanetwork: ``python train_meta.py population ...`` then ``python train_meta.py train ...``.
 
-The same commands as ``metaprune meta zoo`` / ``metaprune meta train``; see ``--help``.
+The same commands as ``metaprune meta population`` / ``metaprune meta train`` (the population is
+the set of small trained networks the metanetwork learns from); see ``--help``.
 """
 
 import sys

@@ -29,16 +29,16 @@ import torch.nn.functional as F
 from scipy import linalg
 from torch import nn
 
-from metaprune.flops import measure_latency
-from metaprune.zoo.diffusion.aptp import APTPConfig, finetune_expert, train_stage1, train_stage2
-from metaprune.zoo.diffusion.gates import discover_gates
-from metaprune.zoo.diffusion.images import save_grid
-from metaprune.zoo.diffusion.macs import MacModel, UNetCall
-from metaprune.zoo.diffusion.pipeline import PromptRoutedPipeline
-from metaprune.zoo.diffusion.slicing import slice_unet
-from metaprune.zoo.diffusion.static import static_gates
-from metaprune.zoo.diffusion.task import DIFFICULTY_NAMES, all_prompts, load_digits_prompt_task, parse_prompt
-from metaprune.zoo.diffusion.teacher import (
+from metaprune.diffusion.aptp import APTPConfig, finetune_expert, train_stage1, train_stage2
+from metaprune.diffusion.gates import discover_gates
+from metaprune.diffusion.images import save_grid
+from metaprune.diffusion.macs import MacModel, UNetCall
+from metaprune.diffusion.pipeline import PromptRoutedPipeline
+from metaprune.diffusion.report import write_pipeline_report
+from metaprune.diffusion.slicing import slice_unet
+from metaprune.diffusion.static import static_gates
+from metaprune.diffusion.task import DIFFICULTY_NAMES, all_prompts, load_digits_prompt_task, parse_prompt
+from metaprune.diffusion.teacher import (
     Sampling,
     TrainConfig,
     UNetConfig,
@@ -47,8 +47,9 @@ from metaprune.zoo.diffusion.teacher import (
     teacher_data_seed,
     train_teacher,
 )
-from metaprune.zoo.diffusion.text_encoder import EmbeddingTable, PromptEncoder
-from metaprune.zoo.diffusion.zoo_report import write_pipeline_report
+from metaprune.diffusion.text_encoder import EmbeddingTable, PromptEncoder
+from metaprune.flops import measure_latency
+from metaprune.rundir import TEACHER_CONFIG_FILE
 
 GUIDANCE = 2.0  # classifier-free guidance scale of sampling (and of guided distillation)
 GUIDANCE_TAGS = {0.0: "_plain", APTPConfig.guidance_weight: ""}  # result-file tags; the default has none
@@ -189,7 +190,7 @@ def main() -> None:
     sampling = Sampling(num_inference_steps=10 if quick else 20, guidance_scale=GUIDANCE)
     table = EmbeddingTable.build(PromptEncoder(), all_prompts())
     context_length = table.tokens.shape[1]
-    if not (Path(args.teacher) / "unet.json").is_file():
+    if not (Path(args.teacher) / TEACHER_CONFIG_FILE).is_file():
         train_teacher(load_digits_prompt_task(seed=0).train, table, args.teacher, UNetConfig(),
                       TrainConfig(steps=400 if quick else 6000, data_seed=0))
     teacher, teacher_meta = load_unet(args.teacher)

@@ -15,16 +15,16 @@ import json
 
 import torch
 
-from metaprune.zoo.diffusion.pipeline import PromptRoutedPipeline
-from metaprune.zoo.diffusion.task import all_prompts, load_digits_prompt_task
-from metaprune.zoo.diffusion.teacher import (
+from metaprune.diffusion.pipeline import PromptRoutedPipeline
+from metaprune.diffusion.task import all_prompts, load_digits_prompt_task
+from metaprune.diffusion.teacher import (
     draw_batch,
     load_unet,
     noisy_batch,
     teacher_data_seed,
     train_scheduler,
 )
-from metaprune.zoo.diffusion.text_encoder import EmbeddingTable, PromptEncoder
+from metaprune.diffusion.text_encoder import EmbeddingTable, PromptEncoder
 
 
 @torch.no_grad()

@@ -25,7 +25,9 @@ import torch
 
 from metaprune.data import load_digits_splits
 from metaprune.prune.budget import Budget
-from metaprune.prune.pipeline import PruneOptions, run_prune, train_dense
+from metaprune.prune.spec import PruningSpec
+from metaprune.specs import TaskSpec, TrainingSpec
+from metaprune.workflows.prune import PruneOptions, run_prune, train_dense
 from metaprune.zoo import publish
 
 
@@ -82,13 +84,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         for recipe in recipes(args.models):
             options = PruneOptions(
-                Budget.from_ratio(recipe.flops_ratio), model=recipe.model, model_kwargs=dict(recipe.model_kwargs),
-                pattern=recipe.pattern, criterion=recipe.criterion, epochs=args.epochs,
-                finetune_epochs=args.finetune_epochs, seed=args.seed, out=str(Path(scratch) / recipe.name),
+                Budget.from_ratio(recipe.flops_ratio),
+                task=TaskSpec(model=recipe.model, model_kwargs=dict(recipe.model_kwargs), seed=args.seed),
+                training=TrainingSpec.dense(args.epochs), finetune=TrainingSpec.finetune(args.finetune_epochs),
+                pruning=PruningSpec(pattern=recipe.pattern, criterion=recipe.criterion),
+                out=str(Path(scratch) / recipe.name),
                 command=recipe.command(args.epochs, args.finetune_epochs, args.seed),
             )
             if recipe.model not in dense_models:  # the CLI command retrains it identically (same seed)
-                dense_models[recipe.model] = train_dense(options, splits, progress=False)
+                dense_models[recipe.model] = train_dense(options.task, options.training, splits, progress=False)
             result = run_prune(options, splits=splits, dense_model=dense_models[recipe.model], progress=False)
             size_mb = sum(path.stat().st_size for path in result.run_dir.iterdir()) / 2**20
             report = result.report

@@ -56,10 +56,10 @@ def dense_digits_model(model: str, seed: int, epochs: int, image_size: int = 16,
     such as a metanetwork, was trained on one particular split.
     """
     from metaprune.data import load_digits_splits
-    from metaprune.prune.budget import Budget
-    from metaprune.prune.pipeline import PruneOptions, train_dense
+    from metaprune.specs import TaskSpec, TrainingSpec
+    from metaprune.workflows.prune import train_dense
 
     splits = load_digits_splits(image_size=image_size, seed=seed if split_seed is None else split_seed)
     start = time.perf_counter()
-    dense = train_dense(PruneOptions(Budget(1.0), model=model, epochs=epochs, seed=seed), splits, progress=False)
+    dense = train_dense(TaskSpec(model=model, seed=seed), TrainingSpec.dense(epochs), splits, progress=False)
     return dense, splits, time.perf_counter() - start

@@ -23,8 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, dense_digits_model, markdown_table, mean_std, write_json  # noqa: E402
 
 from metaprune.prune.budget import Budget  # noqa: E402
-from metaprune.prune.criteria import CRITERIA  # noqa: E402
-from metaprune.prune.pipeline import PruneOptions, run_prune  # noqa: E402
+from metaprune.prune.criteria import standalone_criteria  # noqa: E402
+from metaprune.prune.spec import PruningSpec  # noqa: E402
+from metaprune.specs import TaskSpec, TrainingSpec  # noqa: E402
+from metaprune.workflows.prune import PruneOptions, run_prune  # noqa: E402
 
 
 def run(seeds: list[int], speedups: list[float], criteria: list[str], epochs: int, finetune_epochs: int,
@@ -39,8 +41,11 @@ def run(seeds: list[int], speedups: list[float], criteria: list[str], epochs: in
         dense, splits, seconds = dense_digits_model("resnet20", seed, epochs, split_seed=split_seed)
         for speedup in speedups:
             for criterion in criteria:
-                options = PruneOptions(Budget.from_speedup(speedup), criterion=criterion, finetune_epochs=finetune_epochs,
-                                       epochs=epochs, seed=seed, metanet=metanet if criterion == "meta" else None)
+                options = PruneOptions(
+                    Budget.from_speedup(speedup), task=TaskSpec(seed=seed), training=TrainingSpec.dense(epochs),
+                    finetune=TrainingSpec.finetune(finetune_epochs),
+                    pruning=PruningSpec(criterion=criterion,
+                                        criterion_options={"metanet": metanet} if criterion == "meta" else {}))
                 report = run_prune(options, splits=splits, dense_model=dense, progress=False).report
                 runs.append({"seed": seed, "speedup": speedup, "criterion": criterion, "report": report.to_dict()})
                 print(f"seed {seed} {speedup}x {criterion:9s} test {report.pruned.test_accuracy:.4f} "
@@ -99,7 +104,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--speedups", type=float, nargs="+", default=[2, 4, 8])
-    parser.add_argument("--criteria", nargs="+", default=list(CRITERIA))
+    parser.add_argument("--criteria", nargs="+", default=list(standalone_criteria()))
     parser.add_argument("--epochs", type=int, default=12, help="dense training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="1 seed, 2 criteria, 2x and 8x")

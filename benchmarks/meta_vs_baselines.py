@@ -5,13 +5,13 @@ original weights, so the table separates what the metanetwork adds from what the
 
 2x, 4x and 8x FLOPs speed-up, several seeds, the same one-shot schedule and fine-tune budget
 for every criterion (the metanetwork rewrite and BatchNorm re-estimation add no gradient
-steps). The data split is fixed to the one the metanetwork's model zoo was trained on, so
+steps). The data split is fixed to the one the metanetwork's population was trained on, so
 no test image was ever seen by meta-training; seeds vary the dense network and the pruning.
 Writes ``results/meta_vs_baselines.json`` / ``.png`` and prints a Markdown table with test
 accuracy right after pruning and after fine-tuning.
 
-    python train_meta.py zoo --out runs/meta-zoo
-    python train_meta.py train --zoo runs/meta-zoo --out runs/meta
+    python train_meta.py population --out runs/meta-population
+    python train_meta.py train --population runs/meta-population --out runs/meta
     python benchmarks/meta_vs_baselines.py --metanet runs/meta
 """
 
@@ -40,7 +40,7 @@ def main() -> None:
     parser.add_argument("--speedups", type=float, nargs="+", default=[2, 4, 8])
     parser.add_argument("--epochs", type=int, default=12, help="dense training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=4)
-    parser.add_argument("--split-seed", type=int, default=0, help="data split of the metanetwork's model zoo")
+    parser.add_argument("--split-seed", type=int, default=0, help="data split of the metanetwork's population")
     parser.add_argument("--quick", action="store_true", help="1 seed, 8x only")
     args = parser.parse_args()
     if args.quick:

@@ -40,11 +40,12 @@ from metaprune.search.nas.dass import (  # noqa: E402
     search_cells,
     train_sparse,
 )
-from metaprune.search.nas.sparse_ops import weight_density  # noqa: E402
+from metaprune.search.nas.scored_ops import weight_density  # noqa: E402
 from metaprune.search.nas.tas import TASConfig, derive_network, tas_search, train_with_distillation  # noqa: E402
-from metaprune.search.runner import SearchOptions, run_search  # noqa: E402
 from metaprune.search.space import SearchSpace  # noqa: E402
+from metaprune.specs import TaskSpec  # noqa: E402
 from metaprune.train import evaluate, fit, seed_everything  # noqa: E402
+from metaprune.workflows.search import SearchOptions, run_search  # noqa: E402
 
 TAS_METHODS = ("uniform", "optuna", "tas", "tas+depth")
 
@@ -57,8 +58,9 @@ def search_architecture(method: str, budget: Budget, dense, splits, seed: int, t
         result = tas_search(space, splits, config=TASConfig(epochs=tas_epochs, search_depth=True, seed=seed))
         return result.plan, result.depths
     with tempfile.TemporaryDirectory() as run_dir:
-        options = SearchOptions(budget, method=method, trials=tas_epochs if method == "tas" else trials,
-                                objective="distortion", out=run_dir, seed=seed, progress=False)
+        options = SearchOptions(budget, method=method, task=TaskSpec(seed=seed),
+                                trials=tas_epochs if method == "tas" else trials, objective="distortion", out=run_dir,
+                                progress=False)
         result, _ = run_search(options, splits=splits, dense=dense)
     return result.best_plan, {}
 

@@ -24,8 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, dense_digits_model, markdown_table, mean_std, write_json  # noqa: E402
 
 from metaprune.prune.budget import Budget  # noqa: E402
-from metaprune.prune.pipeline import PruneOptions, run_prune  # noqa: E402
-from metaprune.search.runner import SearchOptions, run_search  # noqa: E402
+from metaprune.specs import TaskSpec, TrainingSpec  # noqa: E402
+from metaprune.workflows.prune import PruneOptions, run_prune  # noqa: E402
+from metaprune.workflows.search import SearchOptions, run_search  # noqa: E402
 
 METHODS = ("uniform", "erk", "global_magnitude", "dp", "optuna", "ray")
 
@@ -40,13 +41,14 @@ def run(seeds: list[int], speedups: list[float], methods: list[str], trials: int
             budget = Budget.from_speedup(speedup)
             for method in methods:
                 with tempfile.TemporaryDirectory() as run_dir:
-                    options = SearchOptions(budget, method=method, trials=trials, objective="distortion", out=run_dir,
-                                            workers=workers, seed=seed, progress=False)
+                    options = SearchOptions(budget, method=method, task=TaskSpec(seed=seed), trials=trials,
+                                            objective="distortion", out=run_dir, workers=workers, progress=False)
                     start = time.perf_counter()
                     result, _ = run_search(options, splits=splits, dense=dense)
                     search_seconds = time.perf_counter() - start
-                prune = PruneOptions(budget, epochs=epochs, finetune_epochs=finetune_epochs, seed=seed,
-                                     recipe=result.best_plan, latency=False)
+                prune = PruneOptions(budget, task=TaskSpec(seed=seed), training=TrainingSpec.dense(epochs),
+                                     finetune=TrainingSpec.finetune(finetune_epochs), recipe=result.best_plan,
+                                     latency=False)
                 report = run_prune(prune, splits=splits, dense_model=dense, progress=False).report
                 records.append({"seed": seed, "speedup": speedup, "method": method, "search_s": search_seconds,
                                 "trials": len(result.trials), "best_score": result.best_score,

@@ -1,8 +1,8 @@
 """Sparse weight formats, kernels and ``SparseLinear`` for running pruned models fast.
 
-* :mod:`.formats`: ``BitmapWeight`` (1x64 tiles + 64-bit masks), ``NMWeight``
-  (N:M such as 2:4, with :func:`prune_to_n_m`), ``BSRWeight``, ``CSRWeight``,
-  ``DenseWeight``; exact ``from_dense`` / ``to_dense`` round trips.
+* :mod:`.formats` (all its public names are re-exported here): ``BitmapWeight``
+  (1x64 tiles + 64-bit masks), ``NMWeight`` (N:M such as 2:4, with :func:`prune_to_n_m`),
+  ``BSRWeight``, ``CSRWeight``, ``DenseWeight``; exact ``from_dense`` / ``to_dense`` round trips.
 * :mod:`.reference`: plain PyTorch ``y = x W^T`` for every format.
 * :mod:`.triton_bitmap`, :mod:`.triton_nm`: Triton kernels (CUDA, or CPU with
   ``TRITON_INTERPRET=1``); :mod:`.triton_aot`: compile them for a GPU
@@ -17,21 +17,12 @@ from __future__ import annotations
 
 import importlib
 
+from . import formats
 from .cpu_probe import choose_cpu_backend, clear_probe_cache, measure_cpu_backends
-from .formats import (
-    FORMATS,
-    BitmapWeight,
-    BSRWeight,
-    CSRWeight,
-    DenseWeight,
-    NMWeight,
-    SparseFormat,
-    is_n_m_sparse,
-    prune_to_n_m,
-)
+from .formats import *  # noqa: F403 (the formats' public names, listed once in formats.__all__)
 from .reference import bitmap_spmm_reference, nm_spmm_reference, spmm_reference
 from .sparse_linear import SparseLinear, choose_format, effective_weight
-from .sparsify import is_masked, sparsify
+from .sparsify import is_pruned, sparsify
 from .spmm import spmm
 
 #: Public names that live in modules importing triton or compiling CUDA, loaded on first access.
@@ -50,28 +41,17 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "FORMATS",
-    "BSRWeight",
-    "BitmapWeight",
-    "CSRWeight",
-    "DenseWeight",
-    "NMWeight",
-    "SparseFormat",
+    *formats.__all__,
+    *_LAZY,
     "SparseLinear",
-    "bitmap_spmm",
     "bitmap_spmm_reference",
-    "bitmap_spmv_cuda",
     "choose_cpu_backend",
     "choose_format",
     "clear_probe_cache",
-    "compile_for_cuda",
     "effective_weight",
-    "is_masked",
-    "is_n_m_sparse",
+    "is_pruned",
     "measure_cpu_backends",
-    "nm_spmm",
     "nm_spmm_reference",
-    "prune_to_n_m",
     "sparsify",
     "spmm",
     "spmm_reference",

@@ -11,8 +11,11 @@ from metaprune.errors import KernelError
 from .sparse_linear import FORMAT_CHOICES, SparseLinear, effective_weight, sparsity_of
 
 
-def is_masked(linear: nn.Linear, min_sparsity: float) -> bool:
-    """Whether ``linear`` is pruned: it carries a ``torch.nn.utils.prune`` mask or has >= ``min_sparsity`` zeros."""
+def is_pruned(linear: nn.Linear, min_sparsity: float) -> bool:
+    """Whether ``linear`` is pruned: it carries a ``torch.nn.utils.prune`` mask or has >= ``min_sparsity`` zeros.
+
+    The layers :func:`sparsify` swaps. (:func:`metaprune.prune.masks.is_masked` tests only for the mask.)
+    """
     if hasattr(linear, "weight_mask") and hasattr(linear, "weight_orig"):
         return True
     return sparsity_of(effective_weight(linear)) >= min_sparsity
@@ -42,7 +45,7 @@ def sparsify(
     replacements = {
         id(module): SparseLinear.from_dense(module, format, batch=batch, cpu_backend=cpu_backend)
         for module in model.modules()
-        if isinstance(module, nn.Linear) and is_masked(module, min_sparsity)
+        if isinstance(module, nn.Linear) and is_pruned(module, min_sparsity)
     }
     if not inplace:
         # Pre-seeding the deepcopy memo swaps the layers during the copy, so the pruned Linears (whose

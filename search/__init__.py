@@ -6,8 +6,8 @@ differentiable searches live in :mod:`metaprune.search.nas` (TAS returns such a 
 designs a new sparse cell network, see :mod:`metaprune.search.nas.dass`).
 """
 
-from metaprune.search import nas  # noqa: F401  (registers the tas and dass methods)
-from metaprune.search.allocators import Allocator, get_allocator
+from metaprune.search import nas, optuna_search, ray_tune  # noqa: F401  (register their search methods)
+from metaprune.search.allocators import ALLOCATORS, Allocator, get_allocator
 from metaprune.search.dp import RateDistortionAllocator, solve_rate_distortion
 from metaprune.search.methods import (
     METHODS,
@@ -21,6 +21,6 @@ from metaprune.search.objective import SearchSetup
 from metaprune.search.space import TOLERANCE, SearchSpace
 
 __all__ = [
-    "METHODS", "TOLERANCE", "Allocator", "RateDistortionAllocator", "SearchContext", "SearchResult", "SearchSetup",
+    "ALLOCATORS", "METHODS", "TOLERANCE", "Allocator", "RateDistortionAllocator", "SearchContext", "SearchResult", "SearchSetup",
     "SearchSpace", "TrialRecord", "get_allocator", "get_method", "register_method", "solve_rate_distortion",
 ]

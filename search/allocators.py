@@ -13,10 +13,10 @@ from typing import ClassVar
 
 import torch
 
-from metaprune.errors import ConfigError
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.plan import PrunePlan
 from metaprune.prune.structured import allocate_global, score_groups
+from metaprune.registry import Registry
 from metaprune.search.space import SearchSpace
 
 Calibration = tuple[torch.Tensor, torch.Tensor]
@@ -36,6 +36,11 @@ class Allocator(ABC):
         return space.to_plan(space.project(self.propose(space, calibration)))
 
 
+#: Every allocator class by name (``@ALLOCATORS.register(name)`` on an :class:`Allocator` subclass).
+ALLOCATORS: Registry[type[Allocator]] = Registry("allocator")
+
+
+@ALLOCATORS.register("uniform")
 class UniformAllocator(Allocator):
     """The same keep ratio for every group (the projection finds the ratio)."""
 
@@ -56,6 +61,7 @@ def _root_shape(space: SearchSpace, index: int) -> tuple[float, float, float]:
     return float(weight.shape[1]), float(weight.shape[0]), kernel
 
 
+@ALLOCATORS.register("erk")
 class ERKAllocator(Allocator):
     r"""Erdős–Rényi-kernel scaling (Evci et al., 2020) adapted to channel groups.
 
@@ -91,6 +97,7 @@ class GlobalRankingAllocator(Allocator):
         return counts / space.sizes
 
 
+@ALLOCATORS.register("global_magnitude")
 class GlobalMagnitudeAllocator(GlobalRankingAllocator):
     """Global ranking of group-L2 channel norms, each group's scores normalised to mean one."""
 
@@ -98,6 +105,7 @@ class GlobalMagnitudeAllocator(GlobalRankingAllocator):
     criterion_name = "group_l2"
 
 
+@ALLOCATORS.register("lamp")
 class LAMPAllocator(GlobalRankingAllocator):
     """Global ranking of LAMP scores (Lee et al., ICLR'21), comparable across groups by construction."""
 
@@ -106,11 +114,5 @@ class LAMPAllocator(GlobalRankingAllocator):
 
 
 def get_allocator(name: str) -> Allocator:
-    """An allocator by name: uniform, erk, global_magnitude, lamp or dp."""
-    from metaprune.search.dp import RateDistortionAllocator
-
-    allocators = {cls.name: cls for cls in (UniformAllocator, ERKAllocator, GlobalMagnitudeAllocator, LAMPAllocator,
-                                            RateDistortionAllocator)}
-    if name not in allocators:
-        raise ConfigError(f"unknown allocator {name!r}; choose one of {', '.join(sorted(allocators))}")
-    return allocators[name]()
+    """An allocator by name (see :data:`ALLOCATORS`: uniform, erk, global_magnitude, lamp, dp)."""
+    return ALLOCATORS.get(name)()

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from metaprune.errors import SearchError
-from metaprune.search.allocators import Allocator, Calibration
+from metaprune.search.allocators import ALLOCATORS, Allocator, Calibration
 from metaprune.search.distortion import MaskedModel
 from metaprune.search.space import SearchSpace
 
@@ -62,6 +62,7 @@ def solve_rate_distortion(distortion: torch.Tensor, reduction: torch.Tensor, req
     return levels
 
 
+@ALLOCATORS.register("dp")
 class RateDistortionAllocator(Allocator):
     """Per-group distortion curves + the dynamic program of :func:`solve_rate_distortion`.
 

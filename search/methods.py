@@ -15,6 +15,7 @@ import torch
 
 from metaprune.errors import ConfigError
 from metaprune.prune.plan import PrunePlan
+from metaprune.registry import Registry
 from metaprune.search.allocators import get_allocator
 from metaprune.search.objective import Objective, SearchSetup
 from metaprune.search.space import TOLERANCE, SearchSpace
@@ -112,22 +113,16 @@ def best_feasible(trials: list[TrialRecord], budget_ratio: float) -> TrialRecord
 
 
 SearchMethod = Callable[[SearchContext], SearchResult]
-METHODS: dict[str, SearchMethod] = {}
 
-
-def register_method(name: str) -> Callable[[SearchMethod], SearchMethod]:
-    """Decorator adding a search method to :data:`METHODS` under ``name``."""
-    def add(method: SearchMethod) -> SearchMethod:
-        METHODS[name] = method
-        return method
-    return add
+#: Every search method by name: the allocators (one trial each), the searchers (Optuna, Ray
+#: Tune) and the differentiable NAS methods. Add one with ``@register_method(name)``.
+METHODS: Registry[SearchMethod] = Registry("search method")
+register_method = METHODS.register
 
 
 def get_method(name: str) -> SearchMethod:
     """A registered method by name, else ConfigError listing the known ones."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown search method {name!r}; choose one of {', '.join(sorted(METHODS))}")
-    return METHODS[name]
+    return METHODS.get(name)
 
 
 def allocator_method(name: str) -> SearchMethod:
@@ -142,16 +137,5 @@ def allocator_method(name: str) -> SearchMethod:
     return run
 
 
-def _searcher(module: str, function: str) -> SearchMethod:
-    """A searcher imported on first use, so that ``import metaprune.search`` does not import Ray."""
-    def run(context: SearchContext) -> SearchResult:
-        import importlib
-
-        return getattr(importlib.import_module(module), function)(context)
-    return run
-
-
 for _name in ("uniform", "erk", "global_magnitude", "lamp", "dp"):
     register_method(_name)(allocator_method(_name))
-register_method("optuna")(_searcher("metaprune.search.optuna_search", "optuna_search"))
-register_method("ray")(_searcher("metaprune.search.ray_tune", "ray_search"))

@@ -32,7 +32,14 @@ from sqlalchemy.exc import IntegrityError
 
 from metaprune.errors import SearchError
 from metaprune.search.allocators import get_allocator
-from metaprune.search.methods import SearchContext, SearchResult, TrialRecord, best_feasible, pareto_front
+from metaprune.search.methods import (
+    SearchContext,
+    SearchResult,
+    TrialRecord,
+    best_feasible,
+    pareto_front,
+    register_method,
+)
 
 BASELINES = ("uniform", "erk", "global_magnitude", "dp")
 JOURNAL = "optuna.journal"
@@ -211,6 +218,7 @@ def open_study(context: SearchContext) -> optuna.Study:
     return study
 
 
+@register_method("optuna")
 def optuna_search(context: SearchContext) -> SearchResult:
     """Run (or resume) an Optuna study until it has ``context.trials`` complete trials."""
     study = open_study(context)

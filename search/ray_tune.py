@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from metaprune.errors import SearchError
+from metaprune.search import methods
 from metaprune.search.allocators import get_allocator
 from metaprune.search.methods import SearchContext, SearchResult, TrialRecord, best_feasible, pareto_front
 from metaprune.search.objective import Objective, SearchSetup
@@ -51,6 +52,7 @@ def _trial(config: dict[str, Any], setup: SearchSetup, key: str) -> None:
         tune.report({"score": score, "flops_ratio": flops_ratio, "keep_ratios": keep_ratios.tolist()})
 
 
+@methods.register_method("ray")
 def ray_search(context: SearchContext) -> SearchResult:
     """Run ``context.trials`` trials with OptunaSearch + ASHAScheduler, at most ``context.workers`` at once."""
     import ray

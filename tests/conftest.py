@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -32,3 +33,13 @@ def digits8():
     from metaprune.data import load_digits_splits
 
     return load_digits_splits(image_size=8, seed=0)
+
+
+@pytest.fixture
+def zoo_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty zoo cache of the test's own and no zoo environment variables."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("METAPRUNE_CACHE", str(cache))
+    monkeypatch.delenv("METAPRUNE_OFFLINE", raising=False)
+    monkeypatch.delenv("METAPRUNE_INDEX", raising=False)
+    return cache

@@ -5,24 +5,28 @@ Offline-first and never trusting an unverified file::
     from metaprune import zoo
     zoo.list_entries(pattern="channel")
     folder = zoo.pull("resnet20-digits-channel-f50")      # sha256-checked, cached, resumable
-    model = zoo.load("resnet20-digits-channel-f50")       # nn.Module, no pickle
+    model = zoo.load_entry("resnet20-digits-channel-f50") # nn.Module, no pickle
     zoo.verify("resnet20-digits-channel-f50").passed      # accuracy and FLOPs match the card
     zoo.publish("runs/my-run", "my-zoo/")                 # files + checksums + card + index
 
 Environment: ``METAPRUNE_CACHE`` (cache folder), ``METAPRUNE_OFFLINE=1`` (no network),
 ``METAPRUNE_INDEX`` (another index file or URL).
+
+Each entry's ``pattern`` picks its kind (:mod:`metaprune.zoo.loaders`): the files it holds, how it
+loads and whether it can be verified; a new kind is one ``ENTRY_KINDS.add(name, EntryKind(...))``.
 """
 
 from metaprune.errors import ChecksumError, ZooError
 from metaprune.zoo.cache import entry_cache_dir, pull, pull_entry, verify_files
 from metaprune.zoo.card import make_card
 from metaprune.zoo.download import download_file, sha256_file
+from metaprune.zoo.loaders import ENTRY_KINDS, EntryKind, entry_kind
 from metaprune.zoo.publish import publish
 from metaprune.zoo.registry import Entry, FileRecord, Index, info, list_entries, load_index
-from metaprune.zoo.verify import Tolerance, VerifyResult, load, verify
+from metaprune.zoo.verify import Tolerance, VerifyResult, load_entry, verify
 
 __all__ = [
-    "ChecksumError", "Entry", "FileRecord", "Index", "Tolerance", "VerifyResult", "ZooError",
-    "download_file", "entry_cache_dir", "info", "list_entries", "load", "load_index", "make_card",
-    "publish", "pull", "pull_entry", "sha256_file", "verify", "verify_files",
+    "ENTRY_KINDS", "ChecksumError", "Entry", "EntryKind", "FileRecord", "Index", "Tolerance", "VerifyResult",
+    "ZooError", "download_file", "entry_cache_dir", "entry_kind", "info", "list_entries", "load_entry",
+    "load_index", "make_card", "publish", "pull", "pull_entry", "sha256_file", "verify", "verify_files",
 ]

@@ -13,6 +13,7 @@ from typing import Any
 from matplotlib.figure import Figure
 
 from metaprune.errors import ZooError
+from metaprune.rundir import write_with
 from metaprune.zoo.cache import pull_entry
 from metaprune.zoo.download import sha256_file
 from metaprune.zoo.registry import Entry, FileRecord
@@ -37,9 +38,7 @@ def render_keep_ratio_chart(layer_keep_ratios: dict[str, float], path: Path) -> 
     axes.set_xlim(0.0, 1.0)
     axes.set_xlabel("keep ratio (fraction of channels / weights kept)")
     axes.set_title("Per-layer keep ratio")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png", dpi=100)
-    return path
+    return write_with(path, lambda partial: figure.savefig(partial, format="png", dpi=100))
 
 
 def _millions(value: float) -> str:

@@ -24,8 +24,9 @@ from typing import BinaryIO
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
-from metaprune import __version__
 from metaprune.errors import ChecksumError, ZooError
+from metaprune.rundir import atomic_path
+from metaprune.version import __version__
 from metaprune.zoo.urls import local_path, resolve_hf
 
 CHUNK_BYTES = 1 << 16
@@ -164,9 +165,7 @@ def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int 
 
 def copy_verified(source: Path, dest: Path) -> tuple[str, int]:
     """Copy ``source`` to ``dest`` atomically; returns the copy's (sha256, size) as published."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    shutil.copyfile(source, part)
-    digest, size = sha256_file(part), part.stat().st_size
-    os.replace(part, dest)
+    with atomic_path(dest) as part:
+        shutil.copyfile(source, part)
+        digest, size = sha256_file(part), part.stat().st_size
     return digest, size

@@ -16,18 +16,18 @@ served over HTTP as is) unless ``base_url`` names where ``to_dir`` will be hoste
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from metaprune import __version__
 from metaprune.errors import ZooError
+from metaprune.rundir import PLAN_FILE, read_json, write_text
+from metaprune.version import __version__
 from metaprune.zoo.cache import cache_lock
 from metaprune.zoo.card import CARD_NAME, CHART_NAME, DEFAULT_LICENSE, card_markdown, render_keep_ratio_chart
 from metaprune.zoo.download import copy_verified, sha256_file
 from metaprune.zoo.names import check_entry_name, check_file_name, safe_join
-from metaprune.zoo.registry import Entry, FileRecord, load_index, write_index, write_text_atomic
+from metaprune.zoo.registry import Entry, FileRecord, load_index, write_index
 from metaprune.zoo.rundir import read_report, run_files
 from metaprune.zoo.urls import location_url
 
@@ -44,12 +44,9 @@ def default_entry_name(report: dict[str, Any]) -> str:
 
 
 def _recipe(run_dir: Path, report: dict[str, Any]) -> dict[str, Any]:
-    plan_path = run_dir / "plan.json"
+    plan_path = run_dir / PLAN_FILE
     if plan_path.is_file():
-        try:
-            plan = json.loads(plan_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ZooError(f"{plan_path} is not valid JSON: {error}") from error
+        plan = read_json(plan_path, error=ZooError)
     else:  # a run without plan.json still records what was kept per layer
         plan = {"pattern": report["pattern"], "layer_keep_ratios": report["layer_keep_ratios"]}
     return {"plan": plan, "command": report["command"]}
@@ -79,7 +76,7 @@ def _write_entry_folder(run_dir: Path, sources: list[Path], report: dict[str, An
     records.append(FileRecord(CHART_NAME, sha256_file(chart), chart.stat().st_size))
     # The card lists every file but itself (its own checksum cannot appear inside it).
     card = target / CARD_NAME
-    write_text_atomic(card, card_markdown(name, report, records, license, CHART_NAME))
+    write_text(card, card_markdown(name, report, records, license, CHART_NAME))
     records.append(FileRecord(CARD_NAME, sha256_file(card), card.stat().st_size))
     entry = Entry(
         name=name, task=task, architecture=report["model"], dataset=report["dataset"], pattern=report["pattern"],

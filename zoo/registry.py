@@ -22,24 +22,21 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
 import re
 import urllib.error
 import urllib.request
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from metaprune.errors import ZooError
-from metaprune.prune.plan import PATTERNS as PRUNE_PATTERNS
+from metaprune.rundir import write_text
+from metaprune.zoo.loaders import entry_kind, entry_patterns
 from metaprune.zoo.names import check_entry_name, check_file_name
 from metaprune.zoo.settings import cache_root, index_location, is_offline
 from metaprune.zoo.urls import is_remote, join_url, local_path, location_url
 
 SCHEMA_VERSION = 1
-# The pruning engine's patterns, plus the zoo-only prompt-routed diffusion pipelines.
-PATTERNS = (*PRUNE_PATTERNS, "prompt-routed")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _INDEX_TIMEOUT_S = 30.0
 
@@ -128,8 +125,8 @@ class Entry:
         where = f"index entry {data.get('name', '?')!r}"
         name = check_entry_name(_field(data, "name", str, where))
         pattern = _field(data, "pattern", str, where)
-        if pattern not in PATTERNS:
-            raise ZooError(f"{where}: pattern must be one of {PATTERNS}, got {pattern!r}")
+        if pattern not in entry_patterns():
+            raise ZooError(f"{where}: pattern must be one of {entry_patterns()}, got {pattern!r}")
         files = tuple(FileRecord.from_dict(item, f"{where} file") for item in _field(data, "files", list, where))
         _check_unique([record.name for record in files], f"{where}: duplicate file name")
         base_url = _field(data, "base_url", str, where) if "base_url" in data else None
@@ -235,19 +232,9 @@ def index_to_json(entries: list[Entry] | tuple[Entry, ...]) -> str:
     return json.dumps({"schema_version": SCHEMA_VERSION, "entries": [e.to_dict() for e in ordered]}, indent=2) + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A unique name beside the target (same filesystem, so os.replace is atomic); unlike
-    # tempfile's 0600 files it gets the usual umask permissions, so a served zoo stays readable.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_index(path: Path, entries: list[Entry] | tuple[Entry, ...]) -> None:
     """Write an index file atomically."""
-    write_text_atomic(path, index_to_json(entries))
+    write_text(path, index_to_json(entries))
 
 
 def _cached_index_path(url: str) -> Path:
@@ -267,7 +254,7 @@ def _read_remote_index(url: str, offline: bool) -> str:
             text = response.read().decode("utf-8")
     except (urllib.error.URLError, OSError) as error:
         raise ZooError(f"cannot fetch index {url}: {error}; set METAPRUNE_OFFLINE=1 to use the cached copy") from error
-    write_text_atomic(cached, text)
+    write_text(cached, text)
     return text
 
 
@@ -287,8 +274,8 @@ def load_index(index: str | Path | None = None, *, offline: bool | None = None) 
 def list_entries(task: str | None = None, pattern: str | None = None, *, index: str | Path | None = None,
                  offline: bool | None = None) -> list[Entry]:
     """Entries of the index, optionally only those of one ``task`` and/or sparsity ``pattern``."""
-    if pattern is not None and pattern not in PATTERNS:
-        raise ZooError(f"unknown pattern {pattern!r}; use one of {PATTERNS}")
+    if pattern is not None:
+        entry_kind(pattern)  # an unknown pattern is an error, not an empty list
     return [
         entry for entry in load_index(index, offline=offline).entries
         if (task is None or entry.task == task) and (pattern is None or entry.pattern == pattern)

@@ -1,25 +1,22 @@
-"""The run-directory contract written by ``metaprune prune --out RUN_DIR``, as the zoo reads it.
+"""A run directory (:mod:`metaprune.rundir`) as the zoo reads it: which files it publishes, and the report.
 
-A run directory holds ``plan.json``, ``report.json``, ``model.safetensors``,
-``architecture.json`` and ``report.png``; the zoo needs the report, the weights and the
-architecture, and publishes whichever of the others are present. A prompt-routed pipeline
-(``metaprune diffusion prune --out``) is a run directory too: its report sits beside the
-pipeline's own files (:mod:`metaprune.zoo.diffusion.zoo_report`).
+A pruning run (``metaprune prune --out RUN_DIR``) holds ``plan.json``, ``report.json``,
+``model.safetensors``, ``architecture.json`` and ``report.png``; the zoo needs the report, the
+weights and the architecture, and publishes whichever of the others are present. A prompt-routed
+pipeline (``metaprune diffusion prune --out``) is a run directory too: its report
+(:mod:`metaprune.diffusion.report`) sits beside the pipeline's own files. The pattern named by
+the report picks the entry kind (:mod:`metaprune.zoo.loaders`) and so the files required.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from metaprune.errors import ZooError
-from metaprune.zoo.registry import PATTERNS
+from metaprune.rundir import REPORT_FILE, read_json
+from metaprune.zoo.loaders import DEFAULT_KIND, entry_kind, entry_patterns
 
-REQUIRED_FILES = ("report.json", "model.safetensors", "architecture.json")
-OPTIONAL_FILES = ("plan.json", "report.png")
-PIPELINE_FILES = ("report.json", "config.json", "predictor.safetensors", "experts.safetensors", "embeddings.safetensors")
-REQUIRED_BY_PATTERN = {"prompt-routed": PIPELINE_FILES}
 REPORT_KEYS = ("model", "dataset", "pattern", "budget", "dense", "pruned", "layer_keep_ratios", "command")
 SIDE_KEYS = ("flops", "params", "test_accuracy")
 
@@ -29,18 +26,18 @@ def run_files(run_dir: Path) -> list[Path]:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ZooError(f"run directory {run_dir} does not exist; create it with `metaprune prune --out DIR`")
-    required = REQUIRED_BY_PATTERN.get(_declared_pattern(run_dir), REQUIRED_FILES)
-    missing = [name for name in required if not (run_dir / name).is_file()]
+    kind = entry_kind(_declared_pattern(run_dir), default=DEFAULT_KIND)
+    missing = [name for name in kind.required_files if not (run_dir / name).is_file()]
     if missing:
-        raise ZooError(f"run directory {run_dir} lacks {missing}; it must hold {list(required)}")
-    return [run_dir / name for name in (*required, *OPTIONAL_FILES) if (run_dir / name).is_file()]
+        raise ZooError(f"run directory {run_dir} lacks {missing}; it must hold {list(kind.required_files)}")
+    return [run_dir / name for name in (*kind.required_files, *kind.optional_files) if (run_dir / name).is_file()]
 
 
 def _declared_pattern(run_dir: Path) -> str | None:
     """The pattern named by ``report.json``, or None when it cannot be read (read_report says why later)."""
     try:
-        return json.loads((run_dir / "report.json").read_text(encoding="utf-8")).get("pattern")
-    except (OSError, ValueError, AttributeError):
+        return read_json(run_dir / REPORT_FILE, error=ZooError).get("pattern")
+    except (ZooError, AttributeError):
         return None
 
 
@@ -55,8 +52,8 @@ def check_report(report: Any, source: str) -> dict[str, Any]:
         absent = [key for key in SIDE_KEYS if key not in report[side]]
         if absent:
             raise ZooError(f"{source}: '{side}' lacks {absent}")
-    if report["pattern"] not in PATTERNS:
-        raise ZooError(f"{source}: pattern {report['pattern']!r} is not one of {PATTERNS}")
+    if report["pattern"] not in entry_patterns():
+        raise ZooError(f"{source}: pattern {report['pattern']!r} is not one of {entry_patterns()}")
     if not isinstance(report["layer_keep_ratios"], dict):
         raise ZooError(f"{source}: 'layer_keep_ratios' must map layer names to keep ratios")
     return report
@@ -64,11 +61,6 @@ def check_report(report: Any, source: str) -> dict[str, Any]:
 
 def read_report(directory: Path) -> dict[str, Any]:
     """Read and validate ``directory/report.json``."""
-    path = Path(directory) / "report.json"
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise ZooError(f"{path} does not exist; is {directory} a metaprune run directory?") from error
-    except json.JSONDecodeError as error:
-        raise ZooError(f"{path} is not valid JSON: {error}") from error
+    path = Path(directory) / REPORT_FILE
+    report = read_json(path, error=ZooError, missing=f"{path} does not exist; is {directory} a metaprune run directory?")
     return check_report(report, str(path))

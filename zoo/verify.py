@@ -1,6 +1,7 @@
-"""Load a zoo model, and check that it still does what its card says.
+"""Load a zoo entry, and check that it still does what its card says.
 
-:func:`verify` pulls an entry, rebuilds the model with :func:`metaprune.load`, re-measures the
+:func:`load_entry` pulls an entry and rebuilds it with its kind's loader (:mod:`metaprune.zoo.loaders`).
+:func:`verify` pulls an entry, rebuilds the model with :func:`metaprune.prune.saving.load_run`, re-measures the
 test accuracy on the dataset named in its report (the split is fixed by the report's seed)
 and its FLOPs, and compares both with the card:
 
@@ -10,13 +11,14 @@ and its FLOPs, and compares both with the card:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metaprune.errors import ZooError
+from metaprune.rundir import ARCHITECTURE_FILE, read_json
 from metaprune.zoo.cache import pull_entry
+from metaprune.zoo.loaders import entry_kind
 from metaprune.zoo.registry import load_index
 from metaprune.zoo.rundir import read_report
 from metaprune.zoo.settings import is_offline
@@ -73,26 +75,21 @@ class VerifyResult:
                 f"(±{100 * self.tolerance.flops_fraction:g} %) {mark[self.flops_ok]}")
 
 
-def load(name: str, *, offline: bool | None = None, index: str | Path | None = None) -> Any:
-    """Pull entry ``name`` (verified) and rebuild it without pickle: an ``nn.Module`` through
-    :func:`metaprune.load`, or a ``PromptRoutedPipeline`` for a ``prompt-routed`` entry."""
-    import metaprune
-
+def load_entry(name: str, *, offline: bool | None = None, index: str | Path | None = None) -> Any:
+    """Pull entry ``name`` (verified) and rebuild it without pickle, with the loader of its kind:
+    an ``nn.Module`` for a pruned model, a ``PromptRoutedPipeline`` for a ``prompt-routed`` entry."""
     entry = load_index(index, offline=is_offline(offline)).get(name)
     folder = pull_entry(entry, offline=offline)
-    if entry.pattern == "prompt-routed":
-        from metaprune.zoo.diffusion.pipeline import PromptRoutedPipeline
-
-        return PromptRoutedPipeline.load(folder)
-    return metaprune.load(folder)
+    return entry_kind(entry.pattern).load(folder)
 
 
 def _image_size(directory: Path) -> int:
-    architecture: Any = json.loads((directory / "architecture.json").read_text(encoding="utf-8"))
+    path = directory / ARCHITECTURE_FILE
+    architecture: Any = read_json(path, error=ZooError)
     try:
         return int(architecture["model"]["kwargs"]["image_size"])
     except (KeyError, TypeError) as error:
-        raise ZooError(f"{directory / 'architecture.json'} does not record model.kwargs.image_size") from error
+        raise ZooError(f"{path} does not record model.kwargs.image_size") from error
 
 
 def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | None = None,
@@ -112,14 +109,11 @@ def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | Non
     from metaprune.train.loops import evaluate
 
     entry = load_index(index, offline=is_offline(offline)).get(name)
-    if entry.pattern == "prompt-routed":
-        raise ZooError(f"{name} is a prompt-routed text-to-image entry: verify re-evaluates classifiers; "
-                       "measure it with benchmarks/aptp.py")
+    kind = entry_kind(entry.pattern)
+    kind.check_verifiable(name)
     directory = pull_entry(entry, offline=offline)
     report = read_report(directory)
-    import metaprune
-
-    model = metaprune.load(directory)
+    model = kind.load(directory)
     options: dict[str, Any] = {"image_size": _image_size(directory), "seed": int(report.get("seed", 0))}
     splits = load_dataset(report["dataset"], data_root, **options)
     test_loader = make_loaders(splits, batch_size=batch_size)[2]

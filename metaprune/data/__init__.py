@@ -8,10 +8,10 @@ from metaprune.data.cifar import RestrictedUnpickler, load_cifar10
 from metaprune.data.digits import load_digits_splits
 from metaprune.data.image_folder import load_image_folder
 from metaprune.data.loaders import calibration_batch, make_loaders
-from metaprune.data.registry import DATASET_NAMES, load_dataset
+from metaprune.data.registry import DATASETS, load_dataset
 from metaprune.data.splits import DataSplits, ImageTensorDataset
 
 __all__ = [
-    "DATASET_NAMES", "DataSplits", "ImageTensorDataset", "RestrictedUnpickler", "calibration_batch",
+    "DATASETS", "DataSplits", "ImageTensorDataset", "RestrictedUnpickler", "calibration_batch",
     "load_cifar10", "load_dataset", "load_digits_splits", "load_image_folder", "make_loaders",
 ]

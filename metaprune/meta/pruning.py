@@ -16,22 +16,53 @@ so that what is trained is what is ranked.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from metaprune.meta.metanetwork import MetaNetwork
 from metaprune.meta.rewrite import rewrite_network
-from metaprune.prune.criteria import OutputGroupL2Criterion
+from metaprune.prune.criteria import OutputGroupL2Criterion, register_criterion
 from metaprune.prune.groups import CHANNEL_NORMS, CONV_LINEAR
-from metaprune.train import recalibrate_batchnorm
+from metaprune.train import evaluate, recalibrate_batchnorm
 
 
 class MetaCriterion(OutputGroupL2Criterion):
-    """Output-sensitive group L2 norm of channels rewritten by a metanetwork (see the module docstring)."""
+    """Output-sensitive group L2 norm of channels rewritten by a metanetwork (see the module docstring).
+
+    With a ``metanet`` (a :class:`MetaNetwork`, or the path of a trained one), :meth:`prepare`
+    rewrites the dense copy before it is scored; without one the criterion only ranks
+    (meta-training validates this way on networks it has already rewritten).
+    """
 
     name = "meta"
+
+    def __init__(self, metanet: MetaNetwork | str | Path | None = None):
+        self.metanet = metanet
+
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, loaders: tuple) -> tuple[nn.Module, dict[str, Any]]:
+        """Rewrite ``model`` with the metanetwork and re-estimate BatchNorm; report the rewrite's cost and accuracy."""
+        if self.metanet is None:
+            return model, {}
+        from metaprune.meta.training import load_metanet
+
+        start = time.perf_counter()
+        metanet = self.metanet if isinstance(self.metanet, MetaNetwork) else load_metanet(self.metanet)
+        rewritten = prepare_for_pruning(metanet, model, example_input, loaders[0])
+        extra = {"metanet": str(self.metanet) if not isinstance(self.metanet, MetaNetwork) else "in memory",
+                 "rewrite_seconds": time.perf_counter() - start,
+                 "rewritten_val_accuracy": evaluate(rewritten, loaders[1])}
+        return rewritten, extra
+
+
+@register_criterion("meta")
+def meta_criterion(metanet: str) -> MetaCriterion:
+    """``--criterion meta --metanet PATH``: a trained metanetwork (metanet.safetensors or its training dir)."""
+    return MetaCriterion(metanet)
 
 
 def output_sensitive_slices(model: nn.Module, coupled: list[tuple[str, int, torch.Tensor, torch.Tensor]]

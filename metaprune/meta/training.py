@@ -1,6 +1,6 @@
 r"""Meta-training: teach a metanetwork to rewrite networks so that they prune easily.
 
-For a zoo network :math:`f_\theta` the metanetwork proposes :math:`\theta' = M(\theta)`. The loss is
+For a network :math:`f_\theta` of the population the metanetwork proposes :math:`\theta' = M(\theta)`. The loss is
 
 .. math:: L = \mathrm{CE}\big(f_{\theta'}(x), y\big)
           + \lambda \frac{1}{C} \sum_{g} \sum_{c \in g} a_{g,c}\, \lVert \theta'_{g,c} \rVert_2
@@ -14,7 +14,7 @@ their current norm and ``important_weight`` (small) for the rest: less important
 pushed harder towards zero. The task loss keeps the rewritten network accurate; the penalty
 concentrates it on few channels, so group-norm pruning afterwards removes little that matters.
 
-Each epoch ends with a validation pass on held-out zoo networks: rewrite, re-estimate
+Each epoch ends with a validation pass on held-out networks of the population: rewrite, re-estimate
 BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs ranking channels with
 :class:`~metaprune.meta.pruning.MetaCriterion`, re-estimate BatchNorm statistics again and
 measure validation accuracy without fine-tuning. The best epoch by that number is kept.
@@ -42,7 +42,7 @@ from metaprune.flops import count_flops
 from metaprune.graph import network_to_graph
 from metaprune.graph.decode import graph_to_parameters
 from metaprune.meta.metanetwork import MetaNetwork
-from metaprune.meta.model_zoo import ZooNetwork, example_input_for
+from metaprune.meta.population import PopulationNetwork, example_input_for
 from metaprune.meta.pruning import MetaCriterion, output_sensitive_slices, prepare_for_pruning
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.groups import ModelGroups
@@ -88,9 +88,9 @@ class MetaHistory:
 
 
 class _Case:
-    """A zoo network prepared for meta-training: its graph, coupled parameters and inputs."""
+    """A network of the population prepared for meta-training: its graph, coupled parameters and inputs."""
 
-    def __init__(self, network: ZooNetwork, root: Path, example_input: torch.Tensor):
+    def __init__(self, network: PopulationNetwork, root: Path, example_input: torch.Tensor):
         self.network = network
         self.model = network.load(root)
         self.graph = network_to_graph(self.model, example_input)
@@ -149,20 +149,20 @@ def validate(metanet: MetaNetwork | None, cases: list[_Case], splits: DataSplits
 
 
 class MetaTrainer:
-    """Runs meta-training over a model zoo, with checkpoints and resume (see the module docstring)."""
+    """Runs meta-training over a population of networks, with checkpoints and resume (see the module docstring)."""
 
-    def __init__(self, config: MetaTrainConfig, zoo_root: str | Path, networks: list[ZooNetwork], splits: DataSplits,
+    def __init__(self, config: MetaTrainConfig, population_root: str | Path, networks: list[PopulationNetwork], splits: DataSplits,
                  out: str | Path):
         if not 0 < config.target_keep <= 1 or config.sparsity_weight < 0 or config.epochs < 1 or config.steps_per_epoch < 1:
             raise ConfigError("need 0 < target_keep <= 1, sparsity_weight >= 0, epochs >= 1, steps_per_epoch >= 1")
         train_networks = [network for network in networks if network.split == "train"]
         val_networks = [network for network in networks if network.split == "val"]
         if not train_networks or not val_networks:
-            raise ConfigError("the model zoo needs both train and val networks")
+            raise ConfigError("the population needs both train and val networks")
         self.config, self.splits, self.out = config, splits, Path(out)
         example_input = example_input_for(splits)
-        self.train_cases = [_Case(network, Path(zoo_root), example_input) for network in train_networks]
-        self.val_cases = [_Case(network, Path(zoo_root), example_input) for network in val_networks]
+        self.train_cases = [_Case(network, Path(population_root), example_input) for network in train_networks]
+        self.val_cases = [_Case(network, Path(population_root), example_input) for network in val_networks]
         seed_everything(config.seed)
         self.metanet = MetaNetwork(**config.metanet_kwargs())
         self.optimizer = torch.optim.AdamW(self.metanet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -203,7 +203,7 @@ class MetaTrainer:
         """Train the remaining epochs; checkpoint after each one."""
         config = self.config
         if self.history.baseline_val_pruned_accuracy is None:
-            with torch.no_grad():  # the untouched zoo networks, pruned the same way: what meta-training must beat
+            with torch.no_grad():  # the networks not rewritten, pruned the same way: what meta-training must beat
                 self.history.baseline_val_pruned_accuracy = validate(None, self.val_cases, self.splits, config.val_speedup)
         columns = (TextColumn("meta-train"), BarColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
         total = (config.epochs - self.start_epoch) * config.steps_per_epoch

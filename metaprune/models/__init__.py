@@ -10,6 +10,7 @@ Families: CIFAR ResNet-20/32/56, VGG-11/16/19 (BN), an MLP and a tiny ViT.
 
 from metaprune.models import mlp, resnet, vgg, vit  # noqa: F401  (importing registers the models)
 from metaprune.models.registry import (
+    MODELS,
     create_model,
     create_model_from_spec,
     list_models,
@@ -17,4 +18,4 @@ from metaprune.models.registry import (
     register_model,
 )
 
-__all__ = ["create_model", "create_model_from_spec", "list_models", "model_spec", "register_model"]
+__all__ = ["MODELS", "create_model", "create_model_from_spec", "list_models", "model_spec", "register_model"]

@@ -17,10 +17,12 @@ from typing import Any
 from torch import nn
 
 from metaprune.errors import ConfigError, ModelError
+from metaprune.registry import Registry
 
 ModelConstructor = Callable[..., nn.Module]
 
-_REGISTRY: dict[str, ModelConstructor] = {}
+#: Every model constructor by name (add one with :func:`register_model`).
+MODELS: Registry[ModelConstructor] = Registry("model")
 _SPEC_ATTRIBUTE = "_metaprune_spec"
 _SHAPE_ARGUMENTS = ("num_classes", "in_channels", "image_size")
 
@@ -37,17 +39,14 @@ def register_model(name: str) -> Callable[[ModelConstructor], ModelConstructor]:
         missing = [arg for arg in _SHAPE_ARGUMENTS if arg not in parameters]
         if missing:
             raise ConfigError(f"model constructor {name!r} must accept the arguments {missing}")
-        if name in _REGISTRY and _REGISTRY[name] is not constructor:
-            raise ConfigError(f"a model named {name!r} is already registered; pick another name")
-        _REGISTRY[name] = constructor
-        return constructor
+        return MODELS.add(name, constructor)
 
     return decorator
 
 
 def list_models() -> list[str]:
     """Names of all registered models, sorted."""
-    return sorted(_REGISTRY)
+    return sorted(MODELS.names())
 
 
 def _json_friendly(value: Any) -> Any:
@@ -79,12 +78,10 @@ def create_model(
     Raises:
         ConfigError: unknown name, or arguments the constructor does not accept or rejects.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    constructor = MODELS.get(name)
     for arg_name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("image_size", image_size)):
         _check_positive_int(arg_name, value)
-    constructor = _REGISTRY[name]
     try:
         bound = inspect.signature(constructor).bind(
             num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs

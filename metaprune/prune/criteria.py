@@ -7,13 +7,22 @@ ranking across groups, :meth:`Criterion.normalize` makes scores comparable betwe
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
 from metaprune.errors import ConfigError
 from metaprune.prune.groups import ParamRows
+from metaprune.registry import Registry
+
+#: Every criterion by name. A criterion factory takes keyword options (``seed`` is offered to
+#: all; others, such as the metanetwork's ``metanet``, come from the command line).
+CRITERIA: Registry[Callable[..., Criterion]] = Registry("criterion", plural="criteria")
+register_criterion = CRITERIA.register
 
 
 def _per_channel(rows: list[ParamRows], size: int, values: list[torch.Tensor]) -> torch.Tensor:
@@ -54,7 +63,17 @@ class Criterion(ABC):
         """Scale a group's scores so that global ranking compares groups fairly (mean = 1)."""
         return scores / scores.mean().clamp_min(1e-12)
 
+    def prepare(self, model: nn.Module, example_input: torch.Tensor, loaders: tuple) -> tuple[nn.Module, dict[str, Any]]:
+        """Turn the dense copy into the model to prune, before any scoring (default: unchanged).
 
+        ``loaders`` are the (train, val, test) loaders of the task. Returns the model to prune
+        and figures for the report's ``extra``. A criterion that rewrites weights first (the
+        metanetwork's) overrides this; the engine calls it without knowing which criterion it is.
+        """
+        return model, {}
+
+
+@register_criterion("random")
 class RandomCriterion(Criterion):
     """Uniformly random scores from a seeded generator (the 'naive baseline')."""
 
@@ -73,9 +92,7 @@ class RandomCriterion(Criterion):
 class MagnitudeCriterion(Criterion):
     r"""Lp norm of each output filter of the group's root layer: :math:`\|W_{c,:}\|_p`."""
 
-    def __init__(self, p: int):
-        self.p = p
-        self.name = f"l{p}"  # type: ignore[misc]
+    p: ClassVar[int]
 
     def channel_scores(self, rows: list[ParamRows], size: int) -> torch.Tensor:
         root = rows[0]
@@ -85,6 +102,23 @@ class MagnitudeCriterion(Criterion):
         return weight.detach().abs()
 
 
+@register_criterion("l1")
+class L1Criterion(MagnitudeCriterion):
+    """L1 norm of each output filter."""
+
+    name = "l1"
+    p = 1
+
+
+@register_criterion("l2")
+class L2Criterion(MagnitudeCriterion):
+    """L2 norm of each output filter."""
+
+    name = "l2"
+    p = 2
+
+
+@register_criterion("group_l2")
 class GroupL2Criterion(Criterion):
     r"""Group L2 norm over every weight coupled to a channel (DepGraph-style):
     :math:`s_c = \sqrt{\sum_{W \in \text{group}} \|W_c\|_2^2}`."""
@@ -98,6 +132,7 @@ class GroupL2Criterion(Criterion):
         return weight.detach().abs()
 
 
+@register_criterion("output_group_l2")
 class OutputGroupL2Criterion(GroupL2Criterion):
     r"""Group L2 over the weights that can change the network's output.
 
@@ -115,6 +150,7 @@ class OutputGroupL2Criterion(GroupL2Criterion):
         return super().channel_scores(rows, size)
 
 
+@register_criterion("taylor")
 class TaylorCriterion(Criterion):
     r"""First-order Taylor estimate of the loss change (Molchanov et al., 2019):
     :math:`s_c = \sum_{W \in \text{group}} \sum |W_c \odot \partial L / \partial W_c|`."""
@@ -133,6 +169,7 @@ class TaylorCriterion(Criterion):
         return (weight.detach() * grad).abs()
 
 
+@register_criterion("bn_scale")
 class BNScaleCriterion(Criterion):
     r"""Network-slimming score :math:`|\gamma_c|` summed over the group's normalisation layers.
 
@@ -152,6 +189,7 @@ class BNScaleCriterion(Criterion):
         raise ConfigError("bn_scale scores channels only; use it with --pattern channel")
 
 
+@register_criterion("lamp")
 class LAMPCriterion(Criterion):
     """Layer-adaptive magnitude pruning scores (see :func:`lamp_scores`) on group L2 norms."""
 
@@ -167,21 +205,37 @@ class LAMPCriterion(Criterion):
         return scores
 
 
-CRITERIA = ("random", "l1", "l2", "group_l2", "output_group_l2", "taylor", "bn_scale", "lamp")
+def _parameters(factory: Callable[..., Criterion]) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(factory).parameters
 
 
-def get_criterion(name: str, seed: int = 0) -> Criterion:
-    """Build a criterion by name (one of :data:`CRITERIA`)."""
-    factories = {
-        "random": lambda: RandomCriterion(seed),
-        "l1": lambda: MagnitudeCriterion(1),
-        "l2": lambda: MagnitudeCriterion(2),
-        "group_l2": GroupL2Criterion,
-        "output_group_l2": OutputGroupL2Criterion,
-        "taylor": TaylorCriterion,
-        "bn_scale": BNScaleCriterion,
-        "lamp": LAMPCriterion,
-    }
-    if name not in factories:
-        raise ConfigError(f"unknown criterion {name!r}; choose one of {', '.join(CRITERIA)}")
-    return factories[name]()
+def check_criterion_options(name: str, options: Mapping[str, Any]) -> None:
+    """ConfigError unless ``name`` is registered and takes exactly the given ``options``.
+
+    Options are named as on the command line in the messages (``metanet`` is ``--metanet``).
+    """
+    parameters = _parameters(CRITERIA.get(name))
+    for option in options:
+        if option not in parameters:
+            owners = [other for other, factory in CRITERIA.items() if option in _parameters(factory)]
+            owned = f"--criterion {' / '.join(owners)}" if owners else "no registered criterion"
+            raise ConfigError(f"--{option.replace('_', '-')} goes with {owned}, not with --criterion {name}")
+    for parameter in parameters.values():
+        if parameter.default is inspect.Parameter.empty and parameter.name not in options and parameter.name != "seed":
+            raise ConfigError(f"--criterion {name} needs --{parameter.name.replace('_', '-')} (see --help)")
+
+
+def standalone_criteria() -> tuple[str, ...]:
+    """Names of the criteria that need no option besides ``seed`` (e.g. not ``meta``, which needs a metanetwork)."""
+    return tuple(name for name, factory in CRITERIA.items()
+                 if all(parameter.default is not inspect.Parameter.empty or parameter.name == "seed"
+                        for parameter in _parameters(factory).values()))
+
+
+def get_criterion(name: str, seed: int = 0, **options: Any) -> Criterion:
+    """Build the registered criterion ``name`` with its ``options`` (``seed`` goes to those that take one)."""
+    check_criterion_options(name, options)
+    factory = CRITERIA.get(name)
+    if "seed" in _parameters(factory):
+        options = {**options, "seed": seed}
+    return factory(**options)

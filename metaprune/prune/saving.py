@@ -9,7 +9,6 @@ save, so a pruned model needs nothing from metaprune to run once loaded.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +18,18 @@ from torch import nn
 from metaprune.errors import ModelError, WeightsError
 from metaprune.prune.plan import PrunePlan
 from metaprune.prune.report import PruneReport
+from metaprune.rundir import (
+    ARCHITECTURE_FILE,
+    PLAN_FILE,
+    REPORT_FILE,
+    WEIGHTS_FILE,
+    read_json,
+    save_safetensors,
+    write_json,
+)
 from metaprune.train.checkpoint import read_tensors
+from metaprune.version import __version__
 
-ARCHITECTURE_FILE, WEIGHTS_FILE, PLAN_FILE, REPORT_FILE = "architecture.json", "model.safetensors", "plan.json", "report.json"
 FORMAT_VERSION = 1
 
 
@@ -48,10 +56,8 @@ def save_run(
     plan: PrunePlan | None = None,
     report: PruneReport | None = None,
 ) -> Path:
-    """Write ``model.safetensors`` and ``architecture.json`` (plus ``plan.json``/``report.json`` if given)."""
-    from safetensors.torch import save_file
-
-    from metaprune import __version__
+    """Write ``model.safetensors`` and ``architecture.json`` (plus ``plan.json``/``report.json`` if given),
+    each atomically (:mod:`metaprune.rundir`)."""
     from metaprune.models import model_spec
 
     run_dir = Path(run_dir)
@@ -67,12 +73,12 @@ def save_run(
         "history": history or [],
         "metaprune_version": __version__,
     }
-    (run_dir / ARCHITECTURE_FILE).write_text(json.dumps(architecture) + "\n")
-    save_file(baked_state_dict(model), str(run_dir / WEIGHTS_FILE))
+    write_json(run_dir / ARCHITECTURE_FILE, architecture, indent=None)
+    save_safetensors(run_dir / WEIGHTS_FILE, baked_state_dict(model))
     if plan is not None:
-        plan.save(run_dir / PLAN_FILE)
+        write_json(run_dir / PLAN_FILE, plan.to_dict())
     if report is not None:
-        report.save(run_dir / REPORT_FILE)
+        write_json(run_dir / REPORT_FILE, report.to_dict())
     return run_dir
 
 
@@ -81,12 +87,8 @@ def read_architecture(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / ARCHITECTURE_FILE
     if not Path(run_dir).is_dir():
         raise WeightsError(f"run directory not found: {run_dir}")
-    if not path.is_file():
-        raise WeightsError(f"{path} is missing: is {run_dir} a metaprune run directory?")
-    try:
-        architecture = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise WeightsError(f"{path} is not valid JSON: {error}") from error
+    architecture = read_json(path, error=WeightsError,
+                             missing=f"{path} is missing: is {run_dir} a metaprune run directory?")
     if not isinstance(architecture, dict) or architecture.get("format") != FORMAT_VERSION:
         raise WeightsError(f"{path} has an unknown format; expected format {FORMAT_VERSION}")
     return architecture

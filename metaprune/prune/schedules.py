@@ -23,9 +23,12 @@ from metaprune.errors import ConfigError
 from metaprune.prune.schedule_base import Pruner, Schedule, TrainFn, split_epochs
 from metaprune.prune.schedule_gradual import Gradual, Regrow, drop_and_regrow, gradual_ratio
 from metaprune.prune.schedule_steps import Iterative, Lottery, OneShot, rewind_weights
+from metaprune.registry import Registry
 
-_REGISTRY: dict[str, type[Schedule]] = {cls.name: cls for cls in (OneShot, Iterative, Gradual, Lottery, Regrow)}
-SCHEDULES = tuple(_REGISTRY)
+#: Every schedule by name; a new one is added with ``SCHEDULES.register(name)`` on its class.
+SCHEDULES: Registry[type[Schedule]] = Registry("schedule")
+for _schedule in (OneShot, Iterative, Gradual, Lottery, Regrow):
+    SCHEDULES.add(_schedule.name, _schedule)
 
 
 def get_schedule(name: str, **options: Any) -> Schedule:
@@ -35,13 +38,11 @@ def get_schedule(name: str, **options: Any) -> Schedule:
     so one set of command-line options serves every schedule; options no schedule defines
     are an error.
     """
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown schedule {name!r}; choose one of {', '.join(SCHEDULES)}")
-    known = {field.name for cls in _REGISTRY.values() for field in fields(cls)}
+    cls = SCHEDULES.get(name)
+    known = {field.name for _, schedule in SCHEDULES.items() for field in fields(schedule)}
     unknown = set(options) - known
     if unknown:
         raise ConfigError(f"unknown schedule options {sorted(unknown)}; known: {sorted(known)}")
-    cls = _REGISTRY[name]
     own = {field.name for field in fields(cls)}
     return cls(**{key: value for key, value in options.items() if key in own})
 

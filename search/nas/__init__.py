@@ -15,7 +15,7 @@ from metaprune.search.nas.dass import (
 )
 from metaprune.search.nas.genotype import Genotype
 from metaprune.search.nas.interpolation import align_channels, channel_wise_interpolation
-from metaprune.search.nas.sparse_ops import SparseConv2d, SparseLinear, sparsify
+from metaprune.search.nas.scored_ops import ScoredConv2d, ScoredLinear, score_layers
 from metaprune.search.nas.tas import (
     TASConfig,
     TASResult,
@@ -26,8 +26,8 @@ from metaprune.search.nas.tas import (
 )
 
 __all__ = [
-    "CellNetworkConfig", "DASSConfig", "DASSResult", "Genotype", "SearchNetwork", "SparseConv2d", "SparseLinear",
+    "CellNetworkConfig", "DASSConfig", "DASSResult", "Genotype", "ScoredConv2d", "ScoredLinear", "SearchNetwork",
     "TASConfig", "TASResult", "TASSearch", "align_channels", "channel_wise_interpolation", "derive_network",
-    "derived_network", "magnitude_prune", "run_dass", "search_cells", "sparse_network", "sparsify", "tas_search",
+    "derived_network", "magnitude_prune", "run_dass", "score_layers", "search_cells", "sparse_network", "tas_search",
     "train_with_distillation",
 ]

@@ -10,7 +10,7 @@ validation split stays untouched for model selection.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
@@ -45,3 +45,18 @@ def alternating_batches(weight_loader: DataLoader, arch_loader: DataLoader,
             arch_batches = iter(arch_loader)
             arch_batch = next(arch_batches)
         yield weight_batch, arch_batch
+
+
+def bilevel_optimizers(
+    weights: Iterable[torch.nn.Parameter], architecture: Iterable[torch.nn.Parameter], *, epochs: int,
+    weight_lr: float, weight_decay: float, arch_lr: float, arch_weight_decay: float, nesterov: bool = False,
+) -> tuple[torch.optim.SGD, torch.optim.lr_scheduler.CosineAnnealingLR, torch.optim.Adam]:
+    """DARTS's optimisers, shared by TAS and DASS: ``(weight optimiser, its schedule, architecture optimiser)``.
+
+    The weights get SGD (momentum 0.9) with a cosine schedule over ``epochs``; the architecture
+    parameters get Adam with betas (0.5, 0.999).
+    """
+    weight_optimizer = torch.optim.SGD(weights, lr=weight_lr, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, epochs)
+    arch_optimizer = torch.optim.Adam(architecture, lr=arch_lr, betas=(0.5, 0.999), weight_decay=arch_weight_decay)
+    return weight_optimizer, schedule, arch_optimizer

@@ -2,7 +2,7 @@
 
 Every operation maps ``C`` channels to ``C`` channels with a given stride. The usual DARTS
 set is kept (zero, skip, pooling, separable and dilated convolutions); DASS adds parametric
-operations whose convolutions are :class:`~metaprune.search.nas.sparse_ops.SparseConv2d` at the
+operations whose convolutions are :class:`~metaprune.search.nas.scored_ops.ScoredConv2d` at the
 target density, so that the search can prefer operations that stay accurate when sparse.
 To fit a CPU budget, separable convolutions are a single depthwise-pointwise stack.
 """
@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from metaprune.errors import ConfigError
-from metaprune.search.nas.sparse_ops import SparseConv2d
+from metaprune.search.nas.scored_ops import ScoredConv2d
 
 
 def _conv(sparse_density: float | None, *args: object, **kwargs: object) -> nn.Conv2d:
     if sparse_density is None:
         return nn.Conv2d(*args, **kwargs)  # type: ignore[arg-type]
-    return SparseConv2d(*args, density=sparse_density, **kwargs)  # type: ignore[arg-type]
+    return ScoredConv2d(*args, density=sparse_density, **kwargs)  # type: ignore[arg-type]
 
 
 class ReLUConvBN(nn.Sequential):

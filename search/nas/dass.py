@@ -2,7 +2,7 @@
 
 The DARTS cell search space is extended with sparse parametric operations
 (:data:`~metaprune.search.nas.darts_ops.DASS_OPERATIONS`), whose convolutions are
-:class:`~metaprune.search.nas.sparse_ops.SparseConv2d` at the target weight density. The
+:class:`~metaprune.search.nas.scored_ops.ScoredConv2d` at the target weight density. The
 bilevel problem is solved first-order: the weights and mask scores minimise the training loss
 on one half of the training split; the architecture weights minimise the loss of the *masked*
 network on the other half, in which every dense convolution and linear layer is also
@@ -34,18 +34,18 @@ from torch import nn
 
 from metaprune.data import DataSplits, make_loaders
 from metaprune.errors import ConfigError
-from metaprune.flops import flops_by_module
+from metaprune.flops import count_flops, effective_flops
 from metaprune.prune.plan import PrunePlan
 from metaprune.search.methods import SearchContext, SearchResult, TrialRecord, register_method
-from metaprune.search.nas.bilevel import alternating_batches, half_loaders
+from metaprune.search.nas.bilevel import alternating_batches, bilevel_optimizers, half_loaders
 from metaprune.search.nas.darts_network import CellNetwork, CellNetworkConfig, SearchNetwork, derived_network
 from metaprune.search.nas.darts_ops import DASS_OPERATIONS
 from metaprune.search.nas.genotype import Genotype
-from metaprune.search.nas.sparse_ops import (
-    SparseWeight,
+from metaprune.search.nas.scored_ops import (
+    ScoredWeight,
     keep_count,
     materialize,
-    sparsify,
+    score_layers,
     topk_mask,
     weight_density,
 )
@@ -83,7 +83,7 @@ def magnitude_masked(model: nn.Module, density: float) -> Iterator[nn.Module]:
     saved = []
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, SparseWeight):
+            if isinstance(module, (nn.Conv2d, nn.Linear)) and not isinstance(module, ScoredWeight):
                 saved.append((module.weight, module.weight.detach().clone()))
                 module.weight.mul_(topk_mask(module.weight, density))
     try:
@@ -104,10 +104,9 @@ def search_cells(splits: DataSplits, config: DASSConfig, progress: bool = False)
     seed_everything(config.seed)
     network = SearchNetwork(network_config(config, splits), config.operations, config.density)
     weight_loader, arch_loader = half_loaders(splits.train, config.batch_size, config.seed)
-    weight_optimizer = torch.optim.SGD(network.weight_parameters(), lr=config.weight_lr, momentum=0.9, weight_decay=3e-4)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, config.search_epochs)
-    arch_optimizer = torch.optim.Adam(network.arch_parameters(), lr=config.arch_lr, betas=(0.5, 0.999),
-                                      weight_decay=config.arch_weight_decay)
+    weight_optimizer, schedule, arch_optimizer = bilevel_optimizers(
+        network.weight_parameters(), network.arch_parameters(), epochs=config.search_epochs,
+        weight_lr=config.weight_lr, weight_decay=3e-4, arch_lr=config.arch_lr, arch_weight_decay=config.arch_weight_decay)
     masked = (lambda: magnitude_masked(network, config.density)) if config.sparsity_aware else contextlib.nullcontext
     history = []
     network.train()
@@ -138,7 +137,7 @@ def search_cells(splits: DataSplits, config: DASSConfig, progress: bool = False)
 
 def sparse_network(genotype: Genotype, network: CellNetworkConfig, density: float) -> CellNetwork:
     """The derived network of ``genotype`` with every Conv2d/Linear sparse at ``density``."""
-    return sparsify(derived_network(network, genotype, density), density)
+    return score_layers(derived_network(network, genotype, density), density)
 
 
 def train_sparse(model: nn.Module, splits: DataSplits, *, epochs: int, lr: float = 0.05, batch_size: int = 64,
@@ -157,8 +156,8 @@ def magnitude_prune(model: nn.Module, density: float) -> nn.Module:
     weights (Han et al., 2015, with a global ranking), so small layers (stem, depthwise
     convolutions) keep more than large ones; each layer becomes sparse at its resulting density.
     """
-    sparsify(model, 1.0)
-    layers = [module for module in model.modules() if isinstance(module, SparseWeight)]
+    score_layers(model, 1.0)
+    layers = [module for module in model.modules() if isinstance(module, ScoredWeight)]
     magnitudes = torch.cat([layer.weight.detach().abs().flatten() for layer in layers])
     threshold = torch.topk(magnitudes, keep_count(magnitudes.numel(), density)).values.min()
     for layer in layers:
@@ -211,21 +210,11 @@ def run_dass(splits: DataSplits, config: DASSConfig | None = None, progress: boo
 
 
 def sparse_flops_ratio(model: nn.Module, example_input: torch.Tensor) -> float:
-    """Conv/Linear FLOPs a sparse kernel would execute over the dense ones (each layer's FLOPs times its density).
-
-    Summed over the leaf layers only: :func:`metaprune.flops.effective_flops` attributes the
-    FLOPs of layers inside an uncalled ``ModuleList`` to their parents as well.
-    """
-    modules = dict(model.named_modules())
-    kept = total = 0.0
-    for name, flops in flops_by_module(model, example_input).items():
-        module = modules.get(name)
-        if isinstance(module, (nn.Conv2d, nn.Linear)) and flops:
-            total += flops
-            kept += flops * float(module.weight.count_nonzero()) / module.weight.numel()
-    if total == 0:
+    """FLOPs a sparse kernel would execute over the dense FLOPs: :func:`metaprune.flops.effective_flops` as a ratio."""
+    dense = count_flops(model, example_input)
+    if dense == 0:
         raise ConfigError(f"{type(model).__name__} has no Conv2d/Linear FLOPs")
-    return kept / total
+    return effective_flops(model, example_input) / dense
 
 
 def _layer_plan(model: nn.Module, density: float, flops_ratio: float) -> PrunePlan:

@@ -39,7 +39,7 @@ from metaprune.prune.criteria import get_criterion
 from metaprune.prune.plan import PrunePlan
 from metaprune.prune.structured import apply_plan, score_groups
 from metaprune.search.methods import SearchContext, SearchResult, TrialRecord, register_method
-from metaprune.search.nas.bilevel import alternating_batches, half_loaders
+from metaprune.search.nas.bilevel import alternating_batches, bilevel_optimizers, half_loaders
 from metaprune.search.nas.depth_search import DepthSearch, drop_blocks
 from metaprune.search.nas.expected_cost import ExpectedCost, cost_loss
 from metaprune.search.nas.gumbel import linear_temperature
@@ -135,10 +135,9 @@ class TASSearch:
         seed_everything(config.seed)
         weight_loader, arch_loader = half_loaders(splits.train, config.batch_size, config.seed)
         weights = [parameter for parameter in self.network.parameters() if parameter.requires_grad]
-        weight_optimizer = torch.optim.SGD(weights, lr=config.weight_lr, momentum=0.9, weight_decay=5e-4, nesterov=True)
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weight_optimizer, config.epochs)
-        arch_optimizer = torch.optim.Adam(self.arch_parameters(), lr=config.arch_lr, betas=(0.5, 0.999),
-                                          weight_decay=config.arch_weight_decay)
+        weight_optimizer, schedule, arch_optimizer = bilevel_optimizers(
+            weights, self.arch_parameters(), epochs=config.epochs, weight_lr=config.weight_lr, weight_decay=5e-4,
+            arch_lr=config.arch_lr, arch_weight_decay=config.arch_weight_decay, nesterov=True)
         history = []
         with self.attached() as network:
             network.train()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from metaprune.data import DATASET_NAMES, calibration_batch, load_dataset, load_digits_splits, make_loaders
+from metaprune.data import DATASETS, calibration_batch, load_dataset, load_digits_splits, make_loaders
 from metaprune.errors import ConfigError, DataError
 
 
@@ -56,7 +56,7 @@ def test_calibration_batch_larger_than_train(digits):
 
 
 def test_load_dataset_by_name():
-    assert DATASET_NAMES == ("digits", "cifar10", "imagefolder")
+    assert tuple(DATASETS) == ("digits", "cifar10", "imagefolder")
     splits = load_dataset("digits", image_size=8, seed=0)
     assert torch.equal(splits.val.images, load_digits_splits(image_size=8).val.images)
 

@@ -6,7 +6,7 @@ import torch.nn.utils.prune as prune
 from torch import nn
 
 from metaprune.errors import KernelError
-from metaprune.kernels import SparseLinear, is_masked, sparsify
+from metaprune.kernels import SparseLinear, is_pruned, sparsify
 
 
 def pruned_mlp():
@@ -33,7 +33,7 @@ def test_plain_zeros_count_from_min_sparsity():
     model = nn.Sequential(nn.Linear(10, 10), nn.Linear(10, 10))
     with torch.no_grad():
         model[0].weight[:, :4] = 0
-    assert is_masked(model[0], 0.4) and not is_masked(model[0], 0.5)
+    assert is_pruned(model[0], 0.4) and not is_pruned(model[0], 0.5)
     assert isinstance(sparsify(model, 0.4, format="bitmap")[0], SparseLinear)
     assert type(sparsify(model, 0.5, format="bitmap")[0]) is nn.Linear
 

@@ -1,4 +1,4 @@
-"""Model zoo, meta-training (checkpoints, exact resume) and the ``--criterion meta`` pipeline, on tiny settings."""
+"""Population, meta-training (checkpoints, exact resume) and the ``--criterion meta`` pipeline, on tiny settings."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from metaprune.data import load_digits_splits
 from metaprune.errors import ConfigError, WeightsError
 from metaprune.flops import count_flops
-from metaprune.meta.model_zoo import build_model_zoo, read_model_zoo
+from metaprune.meta.population import build_population, read_population
 from metaprune.meta.training import (
     BEST,
     CHECKPOINT,
@@ -22,8 +22,10 @@ from metaprune.meta.training import (
 )
 from metaprune.models import create_model
 from metaprune.prune.budget import Budget
-from metaprune.prune.pipeline import PruneOptions, run_prune
+from metaprune.prune.spec import PruningSpec
+from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import fit, save_state
+from metaprune.workflows.prune import PruneOptions, run_prune
 
 CONFIG = MetaTrainConfig(hidden=8, layers=1, epochs=2, steps_per_epoch=2, batch_size=32, val_speedup=2.0)
 
@@ -34,36 +36,36 @@ def splits():
 
 
 @pytest.fixture(scope="module")
-def zoo(tmp_path_factory, splits):
-    root = tmp_path_factory.mktemp("meta-zoo")
-    networks = build_model_zoo(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
-                               epochs=1, val_fraction=0.5, progress=False)
+def population(tmp_path_factory, splits):
+    root = tmp_path_factory.mktemp("meta-population")
+    networks = build_population(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
+                                epochs=1, val_fraction=0.5, progress=False)
     return root, networks
 
 
 @pytest.fixture(scope="module")
-def trained(zoo, splits, tmp_path_factory):
-    """One uninterrupted meta-training run on the tiny zoo: (its directory, its history)."""
-    root, networks = zoo
+def trained(population, splits, tmp_path_factory):
+    """One uninterrupted meta-training run on the tiny population: (its directory, its history)."""
+    root, networks = population
     out = tmp_path_factory.mktemp("meta-run")
     return out, MetaTrainer(CONFIG, root, networks, splits, out).fit(progress=False)
 
 
-def test_model_zoo_has_train_and_val_networks_and_is_resumable(zoo, splits):
-    root, networks = zoo
-    assert [network.name for network in read_model_zoo(root)] == [network.name for network in networks]
+def test_population_has_train_and_val_networks_and_is_resumable(population, splits):
+    root, networks = population
+    assert [network.name for network in read_population(root)] == [network.name for network in networks]
     assert len(networks) == 4 and {network.split for network in networks} == {"train", "val"}
     assert all((root / f"{network.name}.safetensors").is_file() for network in networks)
     stamps = {path.name: path.stat().st_mtime_ns for path in root.glob("*.safetensors")}
-    again = build_model_zoo(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
-                            epochs=1, val_fraction=0.5, progress=False)
+    again = build_population(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
+                             epochs=1, val_fraction=0.5, progress=False)
     assert [network.name for network in again] == [network.name for network in networks]
     assert stamps == {path.name: path.stat().st_mtime_ns for path in root.glob("*.safetensors")}  # nothing retrained
 
 
-def test_missing_zoo_is_a_clear_error(tmp_path):
-    with pytest.raises(WeightsError, match="zoo.json"):
-        read_model_zoo(tmp_path)
+def test_missing_population_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsError, match="population.json"):
+        read_population(tmp_path)
 
 
 def test_meta_training_checkpoints_every_epoch_and_writes_the_report(trained):
@@ -77,8 +79,8 @@ def test_meta_training_checkpoints_every_epoch_and_writes_the_report(trained):
     assert json.loads((tmp_path / STATE).read_text())["epoch"] == CONFIG.epochs - 1
 
 
-def test_an_interrupted_run_resumes_to_the_same_result(zoo, splits, trained, tmp_path, monkeypatch):
-    root, networks = zoo
+def test_an_interrupted_run_resumes_to_the_same_result(population, splits, trained, tmp_path, monkeypatch):
+    root, networks = population
     reference = trained[1]
 
     original = MetaTrainer._checkpoint
@@ -99,8 +101,8 @@ def test_an_interrupted_run_resumes_to_the_same_result(zoo, splits, trained, tmp
     assert resumed.sparsity_loss == pytest.approx(reference.sparsity_loss, rel=1e-5)
 
 
-def test_resume_with_other_options_is_refused(zoo, splits, trained):
-    root, networks = zoo
+def test_resume_with_other_options_is_refused(population, splits, trained):
+    root, networks = population
     other = MetaTrainConfig(**{**CONFIG.__dict__, "lr": 0.5})
     with pytest.raises(ConfigError, match="another configuration"):
         MetaTrainer(other, root, networks, splits, trained[0]).resume()
@@ -113,15 +115,17 @@ def test_load_metanet_rejects_other_checkpoints(tmp_path):
         load_metanet(path)
 
 
-def test_meta_criterion_prunes_an_architecture_outside_the_zoo(splits, trained):
-    """The zoo holds ResNet-20 and MLPs; a ResNet-32 at another width is rewritten and pruned to the budget."""
+def test_meta_criterion_prunes_an_architecture_outside_the_population(splits, trained):
+    """The population holds ResNet-20 and MLPs; a ResNet-32 at another width is rewritten and pruned to the budget."""
     torch.manual_seed(0)
     dense = create_model("resnet32", num_classes=10, in_channels=1, image_size=8, width=0.375)
     from metaprune.data import make_loaders
 
     fit(dense, make_loaders(splits, seed=0)[0], epochs=1, progress=False)
-    options = PruneOptions(Budget.from_speedup(2.0), model="resnet32", model_kwargs={"width": 0.375}, image_size=8,
-                           criterion="meta", metanet=str(trained[0]), finetune_epochs=0, latency=False)
+    options = PruneOptions(Budget.from_speedup(2.0),
+                           task=TaskSpec(model="resnet32", model_kwargs={"width": 0.375}, image_size=8),
+                           finetune=TrainingSpec.finetune(0), latency=False,
+                           pruning=PruningSpec(criterion="meta", criterion_options={"metanet": str(trained[0])}))
     result = run_prune(options, splits=splits, dense_model=dense, progress=False)
     assert result.report.criterion == "meta"
     assert "rewritten_val_accuracy" in result.report.extra
@@ -131,16 +135,16 @@ def test_meta_criterion_prunes_an_architecture_outside_the_zoo(splits, trained):
 
 def test_meta_criterion_and_metanet_go_together():
     with pytest.raises(ConfigError, match="--metanet"):
-        PruneOptions(Budget(0.5), criterion="meta")
+        PruneOptions(Budget(0.5), pruning=PruningSpec(criterion="meta"))
     with pytest.raises(ConfigError, match="--criterion meta"):
-        PruneOptions(Budget(0.5), metanet="runs/meta")
+        PruneOptions(Budget(0.5), pruning=PruningSpec(criterion_options={"metanet": "runs/meta"}))
 
 
-def test_include_patterns_that_match_nothing_are_one_error_line(zoo, tmp_path, capsys):
+def test_include_patterns_that_match_nothing_are_one_error_line(population, tmp_path, capsys):
     from metaprune.cli import main
 
-    root, _ = zoo
+    root, _ = population
     with pytest.raises(SystemExit) as exit_info:
-        main(["meta", "train", "--zoo", str(root), "--out", str(tmp_path / "run"), "--include", "vgg*,vit*"])
+        main(["meta", "train", "--population", str(root), "--out", str(tmp_path / "run"), "--include", "vgg*,vit*"])
     assert exit_info.value.code == 1
     assert "matches no network" in capsys.readouterr().err

@@ -21,7 +21,7 @@ def test_save_load_round_trip_gives_identical_outputs(tmp_path, name):
     pruner = StructuredPruner(model, X, get_criterion("group_l2"))
     pruner.prune_to(model, 0.4)
     save_run(tmp_path, model, example_input=X, history=pruner.history, plan=pruner.plan(0.4))
-    loaded = metaprune.load(tmp_path)
+    loaded = metaprune.load_run(tmp_path)
     inputs = torch.randn(5, 1, 16, 16)
     assert torch.equal(loaded(inputs), model(inputs))
     assert (tmp_path / "plan.json").is_file() and not loaded.training
@@ -34,7 +34,7 @@ def test_masked_weights_are_baked_on_save(tmp_path):
     prune.random_unstructured(model.get_submodule("layers.1"), "weight", amount=0.5)
     x = torch.randn(3, 1, 8, 8)
     save_run(tmp_path, model, example_input=x[:1])
-    loaded = metaprune.load(tmp_path)
+    loaded = metaprune.load_run(tmp_path)
     assert torch.equal(loaded(x), model(x))
     assert not any(key.endswith(("_orig", "_mask")) for key in loaded.state_dict())
 
@@ -46,9 +46,9 @@ def test_user_model_needs_a_dense_instance(tmp_path):
     pruner.prune_to(model, 0.5)
     save_run(tmp_path, model, example_input=x, history=pruner.history)
     with pytest.raises(ModelError, match="dense instance"):
-        metaprune.load(tmp_path)
+        metaprune.load_run(tmp_path)
     fresh = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-    assert torch.equal(metaprune.load(tmp_path, model=fresh)(x), model(x))
+    assert torch.equal(metaprune.load_run(tmp_path, model=fresh)(x), model(x))
 
 
 def test_corrupt_weights_file_is_a_clear_error(tmp_path):
@@ -57,14 +57,14 @@ def test_corrupt_weights_file_is_a_clear_error(tmp_path):
     weights = tmp_path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:50])
     with pytest.raises(WeightsError, match="corrupt"):
-        metaprune.load(tmp_path)
+        metaprune.load_run(tmp_path)
 
 
 def test_missing_or_foreign_run_dir_is_a_clear_error(tmp_path):
     with pytest.raises(WeightsError, match="not found"):
-        metaprune.load(tmp_path / "nope")
+        metaprune.load_run(tmp_path / "nope")
     with pytest.raises(WeightsError, match="architecture.json"):
-        metaprune.load(tmp_path)
+        metaprune.load_run(tmp_path)
     (tmp_path / "architecture.json").write_text(json.dumps({"format": 99}))
     with pytest.raises(WeightsError, match="format"):
-        metaprune.load(tmp_path)
+        metaprune.load_run(tmp_path)

@@ -192,7 +192,7 @@ def test_regrow_needs_a_calibration_batch():
 
 
 def test_registry_and_option_validation():
-    assert SCHEDULES == ("oneshot", "iterative", "gradual", "lottery", "regrow")
+    assert tuple(SCHEDULES) == ("oneshot", "iterative", "gradual", "lottery", "regrow")
     assert isinstance(get_schedule("gradual", steps=5), Gradual)  # steps belongs to other schedules
     assert get_schedule("iterative", steps=5).steps == 5
     with pytest.raises(ConfigError, match="unknown schedule 'cyclic'"):

@@ -83,10 +83,6 @@ def http_server() -> Iterator[tuple[str, ServerState]]:
 
 
 @pytest.fixture(autouse=True)
-def zoo_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every zoo test gets its own empty cache and no zoo environment variables."""
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("METAPRUNE_CACHE", str(cache))
-    monkeypatch.delenv("METAPRUNE_OFFLINE", raising=False)
-    monkeypatch.delenv("METAPRUNE_INDEX", raising=False)
-    return cache
+def _own_zoo_cache(zoo_cache: Path) -> Path:
+    """Every zoo test gets its own empty cache and no zoo environment variables (``zoo_cache``)."""
+    return zoo_cache

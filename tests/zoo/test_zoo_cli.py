@@ -7,7 +7,7 @@ import hashlib
 from typer.testing import CliRunner
 from zoo_helpers import entry_dict, write_fake_run_dir, write_index
 
-from metaprune.zoo.cli import app
+from metaprune.cli.zoo import app
 
 runner = CliRunner()
 

@@ -1,4 +1,4 @@
-"""``load`` and ``verify``: a pulled model must match its card.
+"""``load_entry`` and ``verify``: a pulled model must match its card.
 
 The run directories are written by the pruning engine itself (``run_prune``, as
 ``metaprune prune --out`` does) on a small MLP, published, and served over HTTP.
@@ -13,20 +13,24 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from metaprune.cli.zoo import app
 from metaprune.data import load_dataset, make_loaders
 from metaprune.prune.budget import Budget
-from metaprune.prune.pipeline import PruneOptions, run_prune
+from metaprune.prune.spec import PruningSpec
+from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import evaluate
-from metaprune.zoo import Tolerance, VerifyResult, ZooError, list_entries, load, publish, verify
-from metaprune.zoo.cli import app
+from metaprune.workflows.prune import PruneOptions, run_prune
+from metaprune.zoo import Tolerance, VerifyResult, ZooError, list_entries, load_entry, publish, verify
 
 IMAGE_SIZE = 8
 
 
 def _prune_run(out: Path, pattern: str) -> Path:
     """A real run directory: MLP trained 3 epochs on 8x8 digits, pruned to half its FLOPs, fine-tuned 1 epoch."""
-    options = PruneOptions(budget=Budget(0.5), model="mlp", model_kwargs={"hidden_sizes": [32, 16]},
-                           image_size=IMAGE_SIZE, pattern=pattern, epochs=3, finetune_epochs=1, latency=False,
+    options = PruneOptions(budget=Budget(0.5),
+                           task=TaskSpec(model="mlp", model_kwargs={"hidden_sizes": [32, 16]}, image_size=IMAGE_SIZE),
+                           training=TrainingSpec.dense(3), finetune=TrainingSpec.finetune(1),
+                           pruning=PruningSpec(pattern=pattern), latency=False,
                            out=str(out), command=f"metaprune prune --model mlp --pattern {pattern}")
     return run_prune(options, progress=False).run_dir
 
@@ -50,7 +54,7 @@ def served_index(published_zoo, http_server) -> str:
 
 
 def test_load_returns_the_model_whose_accuracy_is_on_the_card(published_zoo, served_index):
-    model = load("mlp-digits", index=served_index)
+    model = load_entry("mlp-digits", index=served_index)
     splits = load_dataset("digits", image_size=IMAGE_SIZE, seed=0)
     card_accuracy = published_zoo[1]["pruned"]["test_accuracy"]
     assert isinstance(model, torch.nn.Module) and not model.training

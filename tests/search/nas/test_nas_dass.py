@@ -18,7 +18,7 @@ from metaprune.search.nas.dass import (
     sparse_network,
 )
 from metaprune.search.nas.genotype import Genotype, derive_genotype
-from metaprune.search.nas.sparse_ops import SparseWeight, keep_count, weight_density
+from metaprune.search.nas.scored_ops import ScoredWeight, keep_count, weight_density
 
 TINY_CELLS = CellNetworkConfig(channels=4, layers=3, steps=2)
 GENOTYPE = Genotype(normal=(("sparse_conv_3x3", 0), ("sep_conv_3x3", 1), ("skip_connect", 0), ("sparse_dil_conv_3x3", 2)),
@@ -47,7 +47,7 @@ def test_derived_genotype_builds_and_trains_one_step():
     torch.manual_seed(0)
     model = sparse_network(GENOTYPE, TINY_CELLS, density=0.1)
     layers = [module for module in model.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
-    assert layers and all(isinstance(layer, SparseWeight) for layer in layers)
+    assert layers and all(isinstance(layer, ScoredWeight) for layer in layers)
     assert all(int(layer.mask().sum()) == keep_count(layer.weight.numel(), 0.1) for layer in layers)
     inputs, targets = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -88,7 +88,7 @@ def test_one_search_step_runs_and_records_the_genotype(digits8):
 def test_magnitude_baseline_prunes_globally_to_the_target_density():
     model = derived_network(TINY_CELLS, GENOTYPE)
     magnitude_prune(model, 0.05)
-    layers = [m for m in model.modules() if isinstance(m, SparseWeight)]
+    layers = [m for m in model.modules() if isinstance(m, ScoredWeight)]
     assert layers and all(not layer.scores.requires_grad for layer in layers)
     assert weight_density(model) == pytest.approx(0.05, abs=2e-3)
     assert len({round(layer.density, 3) for layer in layers}) > 1  # one global threshold, per-layer densities differ

@@ -1,0 +1,214 @@
+"""The ``metaprune`` command line: ``prune``, ``eval``, ``info`` and the sub-apps of the other packages.
+
+Every :class:`~metaprune.errors.MetapruneError` becomes one ``error: ...`` line on stderr
+and exit status 1; bad usage is typer's usage message and exit status 2.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from metaprune.cli import options
+from metaprune.errors import MetapruneError
+
+app = typer.Typer(
+    name="metaprune", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Learned meta-pruning and AutoML for PyTorch: prune, search, meta-train, pull pruned models.",
+)
+console = Console()
+_invocation: list[str] = []  # the arguments of this run, recorded in reports as the reproducing command
+
+def _mount_subapps() -> None:
+    """Attach the sub-command groups that other packages provide, when they are installed."""
+    import importlib
+
+    for name, module_name in (("zoo", "metaprune.cli.zoo"), ("search", "metaprune.cli.search"),
+                              ("meta", "metaprune.cli.meta"), ("diffusion", "metaprune.cli.diffusion")):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name and error.name.startswith("metaprune"):
+                continue
+            raise
+        sub_app = getattr(module, "app", None)
+        if isinstance(sub_app, typer.Typer):
+            app.add_typer(sub_app, name=name)
+        elif callable(getattr(module, "register", None)):
+            module.register(app)
+
+
+def _load_dense(weights: str, task: Any) -> Any:
+    """A dense model from a run directory or a safetensors file of the model's state dict."""
+    from metaprune.prune.saving import load_run
+
+    path = Path(weights)
+    if path.is_dir():
+        return load_run(path)
+    return task.load_model(path, task.load_splits())
+
+
+@app.command()
+def prune(
+    model: options.Model = "resnet20",
+    data: options.Data = "digits",
+    data_root: options.DataRoot = None,
+    image_size: options.ImageSize = 16,
+    width: options.Width = None,
+    budget: options.BudgetRatio = None,
+    speedup: options.Speedup = None,
+    pattern: Annotated[str, typer.Option(help="channel, head, unstructured or n:m.")] = "channel",
+    criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, output_group_l2, taylor, bn_scale, lamp, or meta (needs --metanet).")] = "group_l2",
+    metanet: Annotated[str | None, typer.Option(help="Trained metanetwork (metanet.safetensors or its training dir) for --criterion meta.")] = None,
+    ranking: Annotated[str, typer.Option(help="global or local ranking of scores.")] = "global",
+    schedule: Annotated[str, typer.Option(help="oneshot, iterative, gradual, lottery or regrow.")] = "oneshot",
+    steps: Annotated[int, typer.Option(help="Pruning steps of iterative/lottery schedules.")] = 3,
+    min_keep: options.MinKeep = 0.1,
+    n_m: Annotated[str, typer.Option("--n-m", help="N:M pattern, e.g. 2:4.")] = "2:4",
+    epochs: options.Epochs = 12,
+    finetune_epochs: options.FinetuneEpochs = 4,
+    lr: options.Lr = None,
+    finetune_lr: options.FinetuneLr = None,
+    optimizer: options.Optimizer = None,
+    batch_size: options.BatchSize = 64,
+    distill: Annotated[bool, typer.Option(help="Fine-tune with knowledge distillation from the dense model.")] = False,
+    recalibrate_bn: Annotated[bool, typer.Option(help="Re-estimate BatchNorm statistics after each pruning step.")] = True,
+    weights: options.Weights = None,
+    plan: Annotated[str | None, typer.Option(help="Re-apply a saved structured plan.json instead of allocating.")] = None,
+    seed: options.Seed = 0,
+    latency: Annotated[bool, typer.Option(help="Measure CPU latency.")] = True,
+    out: options.Out = "runs/prune",
+) -> None:
+    """Prune a model to a FLOPs budget, fine-tune it, and write plan.json, report.json, model.safetensors, report.png."""
+    from metaprune.prune.budget import Budget
+    from metaprune.prune.plan import PrunePlan
+    from metaprune.prune.spec import PruningSpec
+    from metaprune.workflows.prune import PruneOptions, run_prune
+
+    recipe = PrunePlan.load(plan) if plan else None
+    if recipe is not None and budget is None and speedup is None:
+        budget = recipe.flops_ratio or 1.0
+    training, finetune = options.training_specs(epochs, finetune_epochs, lr, finetune_lr, optimizer, batch_size)
+    job = PruneOptions(
+        budget=Budget.from_options(budget, speedup),
+        task=options.task_spec(model, width, data, data_root, image_size, seed),
+        training=training, finetune=finetune,
+        pruning=PruningSpec(pattern=pattern, criterion=criterion,
+                            criterion_options={} if metanet is None else {"metanet": metanet}, ranking=ranking,
+                            schedule=schedule, steps=steps, min_keep=min_keep, n_m=options.parse_n_m(n_m),
+                            recalibrate_bn=recalibrate_bn),
+        distill=distill, recipe=recipe, latency=latency, out=out, command="metaprune " + shlex.join(_invocation),
+    )
+    dense = _load_dense(weights, job.task) if weights else None
+    result = run_prune(job, dense_model=dense)
+    _print_report(result.report)
+    console.print(f"wrote {result.run_dir}/{{plan.json, report.json, model.safetensors, report.png}}")
+
+
+def _print_report(report: Any) -> None:
+    table = Table(title=f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion} / {report.schedule}")
+    for column in ("", "FLOPs", "params", "val acc", "test acc", "latency ms"):
+        table.add_column(column, justify="right")
+    for label, figures in (("dense", report.dense), ("pruned", report.pruned)):
+        latency = f"{figures.latency_ms:.2f}" if figures.latency_ms else "-"
+        table.add_row(label, f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{figures.val_accuracy:.4f}",
+                      f"{figures.test_accuracy:.4f}", latency)
+    console.print(table)
+    latency_speedup = report.speedup["latency"]
+    console.print(f"FLOPs speed-up {report.speedup['flops']:.2f}x"
+                  + (f", measured CPU latency speed-up {latency_speedup:.2f}x" if latency_speedup else "")
+                  + f", wall time {report.wall_time_s:.1f}s")
+
+
+@app.command("eval")
+def evaluate_run(
+    run_dir: Annotated[str, typer.Argument(help="A run directory written by `metaprune prune`.")],
+    data_root: options.DataRoot = None,
+) -> None:
+    """Re-measure a run directory's model (accuracy, FLOPs, params, latency) and compare with its report."""
+    from metaprune.data import load_dataset, make_loaders
+    from metaprune.prune.report import PruneReport
+    from metaprune.prune.saving import load_run
+    from metaprune.rundir import REPORT_FILE
+    from metaprune.workflows.prune import measure
+
+    model = load_run(run_dir)
+    report = PruneReport.load(Path(run_dir) / REPORT_FILE)
+    splits = load_dataset(report.dataset, root=data_root, image_size=_image_size_of(run_dir), seed=report.seed)
+    loaders = make_loaders(splits, seed=report.seed)
+    example_input = splits.test[0][0].unsqueeze(0)
+    figures = measure(model, example_input, loaders, masked=report.pattern in ("unstructured", "n:m"), latency=True)
+    table = Table(title=f"{run_dir}")
+    for column in ("", "FLOPs", "params", "test acc", "latency ms"):
+        table.add_column(column, justify="right")
+    table.add_row("report", f"{report.pruned.flops:,}", f"{report.pruned.nonzero_params:,}",
+                  f"{report.pruned.test_accuracy:.4f}", f"{report.pruned.latency_ms or 0:.2f}")
+    table.add_row("measured", f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{figures.test_accuracy:.4f}",
+                  f"{figures.latency_ms:.2f}")
+    console.print(table)
+
+
+def _image_size_of(run_dir: str) -> int:
+    from metaprune.prune.saving import read_architecture
+
+    return int(read_architecture(run_dir)["input_shape"][-1])
+
+
+@app.command()
+def info(
+    model: Annotated[str, typer.Argument(help="Registry name, e.g. resnet20.")],
+    image_size: Annotated[int, typer.Option(help="Input side length.")] = 16,
+    in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
+    num_classes: Annotated[int, typer.Option(help="Classes.")] = 10,
+) -> None:
+    """Show a model's parameters, FLOPs and prunable groups."""
+    import torch
+
+    from metaprune.flops import count_flops, count_params
+    from metaprune.models import create_model, list_models
+    from metaprune.prune.groups import ModelGroups
+
+    if model == "list":
+        console.print("\n".join(list_models()))
+        return
+    network = create_model(model, num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+    example_input = torch.zeros(1, in_channels, image_size, image_size)
+    groups = ModelGroups(network, example_input)
+    console.print(f"[bold]{model}[/bold]: {count_params(network):,} parameters, "
+                  f"{count_flops(network, example_input):,} FLOPs at {in_channels}x{image_size}x{image_size}")
+    table = Table(title=f"{len(groups.groups)} prunable groups")
+    for column in ("group", "kind", "size", "layers"):
+        table.add_column(column)
+    for group in groups.groups:
+        table.add_row(group.name, group.kind, str(group.size), str(len(group.out_layers) + len(group.in_layers)))
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``metaprune`` script."""
+    _mount_subapps()
+    _invocation[:] = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = app(args=argv, standalone_mode=False)  # click returns, not raises, exit codes in this mode
+    except MetapruneError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None
+    except (typer.Exit, SystemExit) as stop:
+        raise SystemExit(getattr(stop, "exit_code", getattr(stop, "code", 0))) from None
+    except Exception as error:  # click usage errors arrive here with standalone_mode=False
+        # typer may ship its own copy of click, so recognise click's exceptions by their interface
+        if callable(getattr(error, "show", None)) and isinstance(getattr(error, "exit_code", None), int):
+            error.show()
+            raise SystemExit(error.exit_code) from None
+        if type(error).__name__ == "Abort":
+            raise SystemExit(130) from None
+        raise
+    if isinstance(code, int) and code:
+        raise SystemExit(code)
+

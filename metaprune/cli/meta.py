@@ -1,0 +1,78 @@
+"""``metaprune meta population`` and ``metaprune meta train`` (also ``python train_meta.py population|train``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from metaprune.cli import options
+from metaprune.errors import ConfigError
+
+app = typer.Typer(no_args_is_help=True, help="Train a population of networks and meta-train the graph metanetwork on it.")
+console = Console()
+
+POPULATION = "runs/meta-population"
+
+
+@app.command()
+def population(
+    out: Annotated[str, typer.Option(help="Folder for the networks and population.json.")] = POPULATION,
+    architectures: Annotated[str, typer.Option(help="Comma-separated registry names.")] = "resnet20,vgg11,mlp",
+    widths: Annotated[str, typer.Option(help="Comma-separated width multipliers (ResNet/VGG).")] = "0.5,0.75,1.0",
+    seeds_per_spec: Annotated[int, typer.Option(help="Networks per architecture x width.")] = 2,
+    epochs: Annotated[int, typer.Option(help="Training epochs per network.")] = 8,
+    image_size: options.ImageSize = 16,
+    seed: options.Seed = 0,
+) -> None:
+    """Train the population on the embedded digits (resumable: finished networks are kept)."""
+    from metaprune.workflows.meta_training import train_population
+
+    try:
+        width_values = [float(value) for value in widths.split(",")]
+    except ValueError as error:
+        raise ConfigError(f"--widths must be comma-separated numbers, got {widths!r}") from error
+    networks = train_population(out, architectures=architectures.split(","), widths=width_values,
+                                seeds_per_spec=seeds_per_spec, epochs=epochs, image_size=image_size, seed=seed)
+    for network in networks:
+        console.print(f"{network.name:28s} {network.split:5s} val {network.val_accuracy:.4f} test {network.test_accuracy:.4f}")
+    console.print(f"wrote {len(networks)} networks and population.json to {out}")
+
+
+@app.command()
+def train(
+    population: Annotated[str, typer.Option(help="Population folder (from `population`).")] = POPULATION,
+    out: Annotated[str, typer.Option(help="Folder for checkpoints, metanet.safetensors, meta_report.*.")] = "runs/meta",
+    epochs: Annotated[int, typer.Option(help="Meta-training epochs.")] = 10,
+    steps_per_epoch: Annotated[int, typer.Option(help="Optimizer steps per epoch.")] = 40,
+    hidden: Annotated[int, typer.Option(help="Metanetwork width.")] = 32,
+    layers: Annotated[int, typer.Option(help="Message-passing layers.")] = 3,
+    epsilon: Annotated[float, typer.Option(help="Rewrite step size: w' = w + epsilon * delta.")] = 0.1,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
+    sparsity_weight: Annotated[float, typer.Option(help="Weight of the group-sparsity penalty.")] = 0.5,
+    target_keep: Annotated[float, typer.Option(help="Share of each group's channels treated as important.")] = 0.35,
+    val_speedup: Annotated[float, typer.Option(help="FLOPs speed-up used for validation (no fine-tune).")] = 8.0,
+    image_size: options.ImageSize = 16,
+    seed: options.Seed = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    include: Annotated[str | None, typer.Option(help="Comma-separated glob patterns of population network names to "
+                                                   "use (e.g. 'resnet20-*,vgg11-w0.5-*'); default: all.")] = None,
+) -> None:
+    """Meta-train the metanetwork on the population's train networks, selecting on its val networks."""
+    from metaprune.meta.training import MetaTrainConfig
+    from metaprune.workflows.meta_training import prepare_meta_training
+
+    config = MetaTrainConfig(hidden=hidden, layers=layers, epsilon=epsilon, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                             lr=lr, sparsity_weight=sparsity_weight, target_keep=target_keep, val_speedup=val_speedup,
+                             seed=seed)
+    trainer = prepare_meta_training(population, out, config, image_size=image_size, resume=resume,
+                                    include=include.split(",") if include else None)
+    if trainer.start_epoch:
+        console.print(f"resuming at epoch {trainer.start_epoch}")
+    history = trainer.fit()
+    for epoch, (task, sparsity, accuracy) in enumerate(zip(history.task_loss, history.sparsity_loss,
+                                                            history.val_pruned_accuracy)):
+        console.print(f"epoch {epoch}: task {task:.4f} sparsity {sparsity:.4f} "
+                      f"val acc after {val_speedup:g}x pruning {accuracy:.4f}")
+    console.print(f"best metanetwork: {out}/metanet.safetensors; curves: {out}/meta_report.json, meta_report.png")

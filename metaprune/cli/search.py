@@ -1,0 +1,74 @@
+"""``metaprune search``: per-group keep ratios under a FLOPs budget (attached by :func:`register`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from metaprune.cli import options
+
+Opt = typer.Option
+
+
+def search(
+    budget: options.BudgetRatio = None,
+    speedup: options.Speedup = None,
+    model: options.Model = "resnet20",
+    width: options.Width = None,
+    data: options.Data = "digits",
+    data_root: options.DataRoot = None,
+    image_size: options.ImageSize = 16,
+    method: Annotated[str, Opt(help="optuna, ray, dp, erk, uniform, lamp, global_magnitude, tas, dass (or a registered one).")]
+    = "optuna",
+    trials: Annotated[int, Opt(help="Complete trials to run (optuna, ray); search epochs for tas and dass.")] = 50,
+    objective: Annotated[str, Opt(help="distortion (cheap) or finetune (val accuracy after a short fine-tune).")]
+    = "distortion",
+    sampler: Annotated[str, Opt(help="tpe, cmaes or nsga2 (multi-objective: score vs FLOPs).")] = "tpe",
+    out: options.Out = "runs/search",
+    study: Annotated[str | None, Opt(help="Study name; an existing one resumes.")] = None,
+    storage: Annotated[str | None, Opt(help="Optuna storage: database URL (many workers) or journal file path "
+                                            "(default: optuna.journal in the run dir).")] = None,
+    workers: Annotated[int, Opt(help="Concurrent trials (ray).")] = 1,
+    address: Annotated[str | None, Opt(help="Ray cluster address to join (default: a local instance).")] = None,
+    weights: Annotated[str | None, Opt(help="Dense weights (.safetensors); skips dense training.")] = None,
+    epochs: options.Epochs = 12,
+    finetune_epochs: options.FinetuneEpochs = 4,
+    lr: options.Lr = None,
+    finetune_lr: options.FinetuneLr = None,
+    optimizer: options.Optimizer = None,
+    batch_size: options.BatchSize = 64,
+    min_keep: options.MinKeep = 0.1,
+    seed: options.Seed = 0,
+    prune: Annotated[bool, Opt(help="Prune and fine-tune the best plan (writes the `metaprune prune` files).")]
+    = False,
+    progress: options.Progress = True,
+) -> None:
+    """Search per-layer keep ratios under a FLOPs budget; writes best_plan.json, trials.csv, pareto.png."""
+    from metaprune.prune.budget import Budget
+    from metaprune.prune.spec import PruningSpec
+    from metaprune.workflows.search import SearchOptions, run_search
+
+    training, finetune = options.training_specs(epochs, finetune_epochs, lr, finetune_lr, optimizer, batch_size)
+    job = SearchOptions(
+        budget=Budget.from_options(budget, speedup), method=method,
+        task=options.task_spec(model, width, data, data_root, image_size, seed), training=training,
+        finetune=finetune, pruning=PruningSpec(min_keep=min_keep), trials=trials, objective=objective,
+        sampler=sampler, out=out, study=study, storage=storage, workers=workers, address=address, weights=weights,
+        prune=prune, progress=progress,
+    )
+    result, pruned = run_search(job)
+    console = Console()
+    complete = sum(trial.state == "COMPLETE" for trial in result.trials)
+    console.print(f"{result.method}: {complete} complete trials, best score {result.best_score:.4g} at FLOPs ratio "
+                  f"{result.best_plan.flops_ratio:.4f}; wrote {out}/{{best_plan.json, trials.csv, pareto.png}}")
+    if pruned is not None:
+        report = pruned.report
+        console.print(f"pruned: test accuracy {report.pruned.test_accuracy:.4f} (dense {report.dense.test_accuracy:.4f}),"
+                      f" FLOPs speed-up {report.speedup['flops']:.2f}x; wrote {pruned.run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the top-level ``search`` command to the ``metaprune`` app."""
+    app.command("search")(search)

@@ -1,0 +1,256 @@
+"""The dense teacher: a tiny stock ``diffusers.UNet2DConditionModel`` trained on the digits task.
+
+Training is the usual noise prediction (``DDPMScheduler`` with cosine betas, epsilon target,
+an exponential moving average of the weights as the model to use); the prompt is
+replaced by the null context with probability ``cfg_drop`` so that sampling can use
+classifier-free guidance,
+
+.. math:: \\hat\\epsilon = \\epsilon(x_t, \\varnothing) + w\\,(\\epsilon(x_t, c) - \\epsilon(x_t, \\varnothing)),
+
+with a ``DDIMScheduler`` over ``num_inference_steps`` steps. Every batch, noise and time step
+is drawn from a generator seeded by ``(seed, step)``, so an interrupted run resumed from its
+checkpoint continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from safetensors.torch import load_file
+from tqdm.auto import tqdm
+
+from metaprune.diffusion.task import PromptImageSplit
+from metaprune.diffusion.text_encoder import EMBEDDING_DIM, EmbeddingTable
+from metaprune.errors import ConfigError, WeightsError
+from metaprune.rundir import (
+    TEACHER_CONFIG_FILE,
+    TEACHER_OPTIMIZER_FILE,
+    TEACHER_TRAINING_WEIGHTS_FILE,
+    TEACHER_WEIGHTS_FILE,
+    read_json,
+    save_safetensors,
+    write_json,
+)
+from metaprune.train.checkpoint import load_state
+
+BETA_SCHEDULE = "squaredcos_cap_v2"
+
+
+@dataclass
+class UNetConfig:
+    """Shape of the tiny UNet (plain values, stored in ``config.json``).
+
+    As in diffusers, ``attention_head_dim`` is passed on as the number of heads per attention
+    (8 heads of 4 channels at 32 channels, of 8 at 64).
+    """
+
+    sample_size: int = 16
+    block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    norm_num_groups: int = 8
+    cross_attention_dim: int = EMBEDDING_DIM
+
+    def build(self) -> UNet2DConditionModel:
+        """A freshly initialised UNet (use ``torch.manual_seed`` first for reproducible weights)."""
+        if any(channels % self.norm_num_groups for channels in self.block_out_channels):
+            raise ConfigError(f"block_out_channels {self.block_out_channels} must be multiples of "
+                              f"norm_num_groups={self.norm_num_groups}")
+        depth = len(self.block_out_channels)
+        return UNet2DConditionModel(
+            sample_size=self.sample_size, in_channels=1, out_channels=1,
+            block_out_channels=tuple(self.block_out_channels), layers_per_block=self.layers_per_block,
+            down_block_types=("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (depth - 1),
+            up_block_types=("UpBlock2D",) * (depth - 1) + ("CrossAttnUpBlock2D",),
+            cross_attention_dim=self.cross_attention_dim, attention_head_dim=self.attention_head_dim,
+            norm_num_groups=self.norm_num_groups,
+        )
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> UNetConfig:
+        """Inverse of ``asdict`` (lists become tuples)."""
+        return cls(**{**values, "block_out_channels": tuple(values["block_out_channels"])})
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of a diffusion training or fine-tuning run."""
+
+    steps: int = 1500
+    batch_size: int = 32
+    lr: float = 1e-3
+    cfg_drop: float = 0.1
+    seed: int = 0
+    #: Seed of the digits task split the teacher is trained on; students and benchmarks must reuse
+    #: that split (:func:`teacher_data_seed`), or the teacher has seen their test images.
+    data_seed: int = 0
+    checkpoint_every: int = 250
+    train_timesteps: int = 1000
+    ema_decay: float = 0.995
+
+    def validate(self) -> None:
+        """Raise ConfigError for values no run can use."""
+        if (self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cfg_drop < 1
+                or self.checkpoint_every < 1 or not 0 <= self.ema_decay < 1):
+            raise ConfigError(f"need steps >= 0, batch_size >= 1, lr > 0, 0 <= cfg_drop < 1, checkpoint_every >= 1 "
+                              f"and 0 <= ema_decay < 1; got {asdict(self)}")
+
+
+@dataclass
+class Sampling:
+    """Sampler settings shared by the teacher, the experts and the pipeline."""
+
+    num_inference_steps: int = 20
+    guidance_scale: float = 2.0
+    train_timesteps: int = 1000
+
+
+def train_scheduler(train_timesteps: int = 1000) -> DDPMScheduler:
+    """The training noise schedule: cosine betas (better than linear ones at 16 x 16), epsilon prediction."""
+    return DDPMScheduler(num_train_timesteps=train_timesteps, beta_schedule=BETA_SCHEDULE)
+
+
+def noisy_batch(scheduler: DDPMScheduler, images: torch.Tensor, generator: torch.Generator
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x_t, epsilon, t)`` for clean ``images`` with random time steps."""
+    noise = torch.randn(images.shape, generator=generator)
+    steps = torch.randint(0, scheduler.config.num_train_timesteps, (len(images),), generator=generator)
+    return scheduler.add_noise(images, noise, steps), noise, steps
+
+
+def drop_prompts(context: torch.Tensor, null_context: torch.Tensor, probability: float,
+                 generator: torch.Generator) -> torch.Tensor:
+    """Replace each row of ``context`` by the null context with ``probability`` (classifier-free guidance)."""
+    drop = torch.rand(len(context), generator=generator) < probability
+    return torch.where(drop[:, None, None], null_context.expand_as(context), context)
+
+
+def draw_batch(split: PromptImageSplit, table: EmbeddingTable, batch_size: int, generator: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Random ``(images, token context, prompts)`` from ``split``."""
+    rows = torch.randint(0, len(split), (batch_size,), generator=generator)
+    prompts = [split.prompts[int(row)] for row in rows]
+    return split.images[rows], table.lookup(prompts)[0], prompts
+
+
+@torch.no_grad()
+def generate(unet: torch.nn.Module, context: torch.Tensor, null_context: torch.Tensor, sampling: Sampling,
+             generator: torch.Generator) -> torch.Tensor:
+    """DDIM sampling with classifier-free guidance; returns ``B x 1 x H x W`` images in ``[-1, 1]``."""
+    scheduler = DDIMScheduler(num_train_timesteps=sampling.train_timesteps, beta_schedule=BETA_SCHEDULE)
+    scheduler.set_timesteps(sampling.num_inference_steps)
+    size = unet.config.sample_size
+    latents = torch.randn((len(context), 1, size, size), generator=generator)
+    guided = sampling.guidance_scale != 1.0
+    both = torch.cat([null_context.expand_as(context), context]) if guided else context
+    for step in scheduler.timesteps:
+        model_input = torch.cat([latents, latents]) if guided else latents
+        noise = unet(model_input, step, encoder_hidden_states=both, return_dict=False)[0]
+        if guided:
+            unconditional, conditional = noise.chunk(2)
+            noise = unconditional + sampling.guidance_scale * (conditional - unconditional)
+        latents = scheduler.step(noise, step, latents).prev_sample
+    return latents.clamp(-1, 1)
+
+
+def save_checkpoint(folder: Path, unet: torch.nn.Module, meta: dict[str, Any], training: torch.nn.Module | None = None,
+                    optimizer: torch.optim.Optimizer | None = None) -> None:
+    """``unet.safetensors`` (the model to use: EMA weights), ``unet.json`` and, for resuming, the raw
+    training weights and optimizer moments; no pickle, files replaced atomically."""
+    save_safetensors(folder / TEACHER_WEIGHTS_FILE, unet.state_dict())
+    if training is not None:
+        save_safetensors(folder / TEACHER_TRAINING_WEIGHTS_FILE, training.state_dict())
+    if optimizer is not None:
+        save_safetensors(folder / TEACHER_OPTIMIZER_FILE, _optimizer_tensors(optimizer))
+    write_json(folder / TEACHER_CONFIG_FILE, meta)
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    tensors = {}
+    for index, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            tensors[f"{index}.{key}"] = torch.as_tensor(value).contiguous()
+    return tensors
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
+    """Restore the moments written by :func:`save_checkpoint` into ``optimizer``."""
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in load_file(str(path)).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+def load_unet(folder: str | Path, weights_name: str = "unet") -> tuple[UNet2DConditionModel, dict[str, Any]]:
+    """The UNet (EMA weights; ``weights_name="unet.train"`` for the raw ones) and metadata of a teacher run."""
+    folder = Path(folder)
+    meta_path, weights = folder / TEACHER_CONFIG_FILE, folder / f"{weights_name}.safetensors"
+    if not meta_path.is_file() or not weights.is_file():
+        raise WeightsError(f"{folder} is not a teacher run directory (needs unet.json and {weights.name}); "
+                           f"train one with `metaprune diffusion teacher --out {folder}`")
+    meta = read_json(meta_path, error=WeightsError)
+    unet = UNetConfig.from_dict(meta["unet"]).build()
+    load_state(weights, unet)
+    return unet.eval(), meta
+
+
+def teacher_data_seed(meta: dict[str, Any]) -> int:
+    """The task-split seed of a teacher run (its ``unet.json``); runs made before it was recorded used ``seed``."""
+    train = meta.get("train", {})
+    return int(train.get("data_seed", train.get("seed", 0)))
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for average, parameter in zip(ema.parameters(), model.parameters()):
+        average.lerp_(parameter, 1 - decay)
+
+
+def train_teacher(split: PromptImageSplit, table: EmbeddingTable, out: str | Path, unet_config: UNetConfig,
+                  train: TrainConfig, progress: bool = True) -> UNet2DConditionModel:
+    """Train (or resume) the teacher in ``out``; returns the EMA UNet that ``unet.safetensors`` holds."""
+    train.validate()
+    folder = Path(out)
+    torch.manual_seed(train.seed)
+    unet = unet_config.build()
+    start, losses = 0, []
+    if (folder / TEACHER_CONFIG_FILE).is_file() and (folder / TEACHER_TRAINING_WEIGHTS_FILE).is_file():
+        unet, meta = load_unet(folder, "unet.train")
+        start, losses = int(meta["step"]), list(meta.get("losses", []))
+    ema = load_unet(folder)[0] if start else copy.deepcopy(unet)
+    ema.requires_grad_(False)
+    optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=0.0)
+    if start and (folder / TEACHER_OPTIMIZER_FILE).is_file():
+        load_optimizer(optimizer, folder / TEACHER_OPTIMIZER_FILE)
+    scheduler = train_scheduler(train.train_timesteps)
+    null = table.null()
+    meta = {"unet": asdict(unet_config), "train": asdict(train), "step": start, "losses": losses}
+    unet.train()
+    bar = tqdm(range(start, train.steps), desc="teacher", disable=not progress, initial=start, total=train.steps)
+    for step in bar:
+        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step)
+        for group in optimizer.param_groups:  # cosine decay keeps late samples sharp
+            group["lr"] = train.lr * 0.5 * (1 + math.cos(math.pi * step / max(train.steps, 1)))
+        images, context, _ = draw_batch(split, table, train.batch_size, generator)
+        noisy, noise, steps = noisy_batch(scheduler, images, generator)
+        context = drop_prompts(context, null, train.cfg_drop, generator)
+        loss = torch.nn.functional.mse_loss(unet(noisy, steps, encoder_hidden_states=context).sample, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        _update_ema(ema, unet, min(train.ema_decay, (1 + step) / (10 + step)))
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        losses.append(round(loss.item(), 5))
+        if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
+            meta["step"] = step + 1
+            save_checkpoint(folder, ema, meta, unet, optimizer)
+    if not (folder / TEACHER_CONFIG_FILE).is_file():
+        save_checkpoint(folder, ema, meta, unet, optimizer)
+    return ema.eval()

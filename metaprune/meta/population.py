@@ -1,0 +1,126 @@
+"""The population for meta-training: many small networks trained on the embedded data.
+
+``build_population`` trains networks of several architectures and widths with different seeds
+and saves each as ``<name>.safetensors`` (with its spec and metrics as metadata) plus a
+``population.json`` index. A fixed share of the networks is held out for validation of the
+metanetwork; selection never looks at the test split. (The population is not the published
+model zoo, :mod:`metaprune.zoo`.)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import Progress
+from torch import nn
+
+from metaprune.data import DataSplits, make_loaders
+from metaprune.errors import ConfigError, WeightsError
+from metaprune.models import create_model, create_model_from_spec, model_spec
+from metaprune.specs import TrainingSpec
+from metaprune.train import evaluate, fit, load_state, save_state, seed_everything
+
+INDEX = "population.json"
+
+
+@dataclass
+class PopulationNetwork:
+    """One trained network of the population."""
+
+    name: str
+    spec: dict
+    split: str
+    seed: int
+    val_accuracy: float
+    test_accuracy: float
+
+    def load(self, root: str | Path) -> nn.Module:
+        """The trained network, in eval mode."""
+        model = create_model_from_spec(self.spec)
+        load_state(Path(root) / f"{self.name}.safetensors", model)
+        return model.eval()
+
+
+def population_specs(architectures: list[str], widths: list[float], image_size: int, num_classes: int,
+                     in_channels: int) -> list[dict]:
+    """Model specs for every architecture × width (width applies to models that take one)."""
+    specs = []
+    for architecture in architectures:
+        for width in widths:
+            kwargs = {"width": width} if architecture.startswith(("resnet", "vgg")) else {}
+            model = create_model(architecture, num_classes=num_classes, in_channels=in_channels,
+                                 image_size=image_size, **kwargs)
+            specs.append(model_spec(model))
+            if not kwargs:
+                break  # no width option: one variant
+    return specs
+
+
+def build_population(
+    out: str | Path,
+    splits: DataSplits,
+    *,
+    architectures: list[str],
+    widths: list[float],
+    seeds_per_spec: int = 2,
+    epochs: int = 8,
+    val_fraction: float = 0.25,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[PopulationNetwork]:
+    """Train ``seeds_per_spec`` networks per architecture × width; existing networks are kept (resumable)."""
+    if seeds_per_spec < 1 or epochs < 1 or not 0 < val_fraction < 1:
+        raise ConfigError("need seeds_per_spec >= 1, epochs >= 1 and 0 < val_fraction < 1")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    specs = population_specs(architectures, widths, splits.image_size, splits.num_classes, splits.in_channels)
+    jobs = [(spec, seed + 1000 * index + repeat) for index, spec in enumerate(specs) for repeat in range(seeds_per_spec)]
+    val_every = max(2, round(1 / val_fraction))
+    training = TrainingSpec.dense(epochs)
+    existing = {network.name: network for network in read_population(out)} if (out / INDEX).is_file() else {}
+    networks = []
+    train_loader, val_loader, test_loader = make_loaders(splits, batch_size=training.batch_size, seed=seed)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("population", total=len(jobs))
+        for position, (spec, network_seed) in enumerate(jobs):
+            width = spec["kwargs"].get("width")
+            name = f"{spec['name']}{'-w' + format(width, 'g') if width else ''}-s{network_seed}"
+            split = "val" if position % val_every == val_every - 1 else "train"
+            if name in existing and (out / f"{name}.safetensors").is_file():
+                networks.append(existing[name])
+            else:
+                seed_everything(network_seed)
+                model = create_model_from_spec(spec)
+                fit(model, train_loader, epochs=training.epochs, lr=training.lr_for(spec["name"]),
+                    optimizer=training.optimizer_for(spec["name"]), progress=False)
+                network = PopulationNetwork(name, spec, split, network_seed, evaluate(model, val_loader), evaluate(model, test_loader))
+                save_state(out / f"{name}.safetensors", model, metadata=asdict(network))
+                networks.append(network)
+                _write_index(out, networks)
+            bar.advance(task)
+    _write_index(out, networks)
+    return networks
+
+
+def _write_index(out: Path, networks: list[PopulationNetwork]) -> None:
+    (out / INDEX).write_text(json.dumps([asdict(network) for network in networks], indent=2) + "\n")
+
+
+def read_population(root: str | Path) -> list[PopulationNetwork]:
+    """The networks listed in ``root/population.json``."""
+    path = Path(root) / INDEX
+    if not path.is_file():
+        raise WeightsError(f"no population at {root}: {INDEX} is missing "
+                           "(build one with `metaprune meta population`)")
+    try:
+        return [PopulationNetwork(**entry) for entry in json.loads(path.read_text())]
+    except (json.JSONDecodeError, TypeError) as error:
+        raise WeightsError(f"{path} is not a population index: {error}") from error
+
+
+def example_input_for(splits: DataSplits) -> torch.Tensor:
+    """A one-image batch shaped like the population's inputs."""
+    return splits.test[0][0].unsqueeze(0)

@@ -1,0 +1,133 @@
+"""The run directory: the names of its files, atomic writes and checked reads.
+
+Every job writes its results under one folder (``runs/<name>/``)::
+
+    plan.json           the plan applied (PLAN_FILE)
+    report.json         the measured report (REPORT_FILE)
+    report.png          its plot (REPORT_PLOT_FILE)
+    model.safetensors   the pruned weights (WEIGHTS_FILE)
+    architecture.json   how to rebuild the model around them (ARCHITECTURE_FILE)
+
+A search adds ``best_plan.json``, ``trials.csv``, ``pareto.png``, ``search.json`` and
+``dense.safetensors``; a prompt-routed diffusion pipeline holds ``config.json`` and its
+``predictor``/``experts``/``embeddings`` safetensors beside its ``report.json``, and the
+diffusion teacher it was pruned from ``unet.json`` and ``unet*.safetensors``.
+
+Writes go to a temporary sibling, then :func:`os.replace` it over the target, so a reader (or
+an interrupted job) never sees half a file. Reads raise one-line :class:`MetapruneError`\\ s.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from metaprune.errors import MetapruneError, WeightsError
+
+# A pruning run (`metaprune prune --out`).
+PLAN_FILE = "plan.json"
+REPORT_FILE = "report.json"
+REPORT_PLOT_FILE = "report.png"
+WEIGHTS_FILE = "model.safetensors"
+ARCHITECTURE_FILE = "architecture.json"
+
+# A search run (`metaprune search --out`).
+BEST_PLAN_FILE = "best_plan.json"
+TRIALS_FILE = "trials.csv"
+PARETO_PLOT_FILE = "pareto.png"
+SEARCH_SUMMARY_FILE = "search.json"
+DENSE_WEIGHTS_FILE = "dense.safetensors"
+
+# A prompt-routed diffusion pipeline (`metaprune diffusion prune --out`).
+PIPELINE_CONFIG_FILE = "config.json"
+PREDICTOR_WEIGHTS_FILE = "predictor.safetensors"
+EXPERT_WEIGHTS_FILE = "experts.safetensors"
+EMBEDDINGS_FILE = "embeddings.safetensors"
+PIPELINE_FILES = (PIPELINE_CONFIG_FILE, PREDICTOR_WEIGHTS_FILE, EXPERT_WEIGHTS_FILE, EMBEDDINGS_FILE)
+
+# A diffusion teacher (`metaprune diffusion teacher --out`): EMA weights to use, and what resuming needs.
+TEACHER_CONFIG_FILE = "unet.json"
+TEACHER_WEIGHTS_FILE = "unet.safetensors"
+TEACHER_TRAINING_WEIGHTS_FILE = "unet.train.safetensors"
+TEACHER_OPTIMIZER_FILE = "unet.optimizer.safetensors"
+
+
+def temporary_sibling(path: Path) -> Path:
+    """A unique hidden name beside ``path`` (same filesystem, so ``os.replace`` onto ``path`` is atomic)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` to write; on success it replaces ``path``, on failure it is removed.
+
+    The parent folder is created. Unlike :mod:`tempfile`'s 0600 files the result gets the
+    usual umask permissions, so a served zoo or a shared run stays readable.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = temporary_sibling(path)
+    try:
+        yield partial
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def write_with(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Call ``write(temporary_path)`` and move the result onto ``path`` atomically; returns ``path``.
+
+    For writers that take a file name (``figure.savefig``, a CSV writer, ``yaml`` dumps).
+    """
+    with atomic_path(path) as partial:
+        write(partial)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically; returns ``path``."""
+    return write_with(path, lambda partial: partial.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> Path:
+    """Write ``data`` as JSON (``indent`` spaces, trailing newline) to ``path`` atomically; returns ``path``."""
+    return write_text(path, json.dumps(data, indent=indent) + "\n")
+
+
+def save_safetensors(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+                     ) -> Path:
+    """Write ``tensors`` (made contiguous) to a safetensors file at ``path`` atomically; returns ``path``."""
+    from safetensors.torch import save_file
+
+    contiguous = {key: value.contiguous() for key, value in tensors.items()}
+    return write_with(path, lambda partial: save_file(contiguous, str(partial), metadata=metadata))
+
+
+def read_json(path: str | Path, *, error: type[MetapruneError] = WeightsError, missing: str | None = None) -> Any:
+    """The parsed JSON of ``path``.
+
+    Args:
+        error: the :class:`MetapruneError` subclass to raise (the caller's domain: weights, zoo, ...).
+        missing: the message when ``path`` is not a file (default ``"<path> does not exist"``).
+
+    Raises:
+        ``error``: the file is missing or unreadable, or is not valid JSON (one line each).
+    """
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as cause:
+        raise error(missing or f"{path} does not exist") from cause
+    except OSError as cause:
+        raise error(f"cannot read {path}: {cause}") from cause
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as cause:
+        raise error(f"{path} is not valid JSON: {cause}") from cause

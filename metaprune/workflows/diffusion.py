@@ -1,0 +1,91 @@
+"""Diffusion jobs: train the teacher, prune it into prompt-routed experts, sample a grid.
+
+Each function is one ``metaprune diffusion ...`` command without its command line::
+
+    train_diffusion_teacher("runs/dd-teacher", TrainConfig(steps=6000))
+    report = prune_diffusion_teacher("runs/dd-teacher", "runs/dd-aptp", APTPConfig(budget=0.6))
+    experts = sample_grid("runs/dd-aptp", ["a digit 3"], "grid.png", per_prompt=8)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from metaprune.diffusion.aptp import APTPConfig, train_stage1, train_stage2
+from metaprune.diffusion.gates import discover_gates
+from metaprune.diffusion.images import save_grid
+from metaprune.diffusion.macs import MacModel
+from metaprune.diffusion.pipeline import PromptRoutedPipeline
+from metaprune.diffusion.task import DigitsPromptTask, all_prompts, load_digits_prompt_task, parse_prompt
+from metaprune.diffusion.teacher import TrainConfig, UNetConfig, load_unet, teacher_data_seed, train_teacher
+from metaprune.diffusion.text_encoder import EmbeddingTable, PromptEncoder
+from metaprune.errors import WeightsError
+from metaprune.rundir import REPORT_FILE, write_json
+
+
+def prompt_task_and_table(seed: int) -> tuple[DigitsPromptTask, EmbeddingTable]:
+    """The digits text-to-image task split with ``seed``, and the MiniLM embeddings of every task prompt."""
+    return load_digits_prompt_task(seed=seed), EmbeddingTable.build(PromptEncoder(), all_prompts())
+
+
+def train_diffusion_teacher(out: str | Path, config: TrainConfig, unet_config: UNetConfig | None = None) -> Path:
+    """Train (or resume) the dense teacher UNet in run directory ``out``; returns ``out``.
+
+    Raises:
+        ConfigError: ``config`` holds values no run can use.
+    """
+    config.validate()
+    task, table = prompt_task_and_table(config.data_seed)
+    train_teacher(task.train, table, out, unet_config or UNetConfig(), config)
+    return Path(out)
+
+
+def prune_diffusion_teacher(teacher: str | Path, out: str | Path, config: APTPConfig) -> dict[str, Any]:
+    """Train the architecture predictor, slice and fine-tune one expert per code, save the pipeline in ``out``.
+
+    The task is split with the teacher's seed, so its test images stay unseen. ``out`` gets the
+    pipeline's files and a ``report.json`` of the training (config, expert MAC ratios, prompts
+    per expert, losses), which is returned.
+
+    Raises:
+        BudgetError, ConfigError: ``config`` holds values no run can use.
+        WeightsError: ``teacher`` is not a teacher run directory.
+    """
+    config.validate()
+    if not Path(teacher).is_dir():
+        raise WeightsError(f"teacher directory {teacher} does not exist; train one with "
+                           f"`metaprune diffusion teacher --out {teacher}`")
+    unet, meta = load_unet(teacher)
+    task, table = prompt_task_and_table(teacher_data_seed(meta))
+    stage1 = train_stage1(unet, task.train, table, config)
+    stage2 = train_stage2(unet, stage1.predictor, task.train, table, config, base=stage1.unet)
+    pipe = PromptRoutedPipeline(stage1.predictor, stage2.experts, stage2.gates, table,
+                                UNetConfig.from_dict(meta["unet"]), ff_groups=config.ff_groups)
+    pipe.save(out)
+    macs = MacModel(unet, discover_gates(unet, config.ff_groups), table.tokens.shape[1])
+    report = {"config": asdict(config), "teacher": str(teacher), "expert_mac_ratio": macs.ratio(stage2.gates).tolist(),
+              "prompts_per_expert": stage2.prompts_per_code, "stage1": stage1.history,
+              "stage2_losses": stage2.losses}
+    write_json(Path(out) / REPORT_FILE, report, indent=1)
+    return report
+
+
+def sample_grid(model: str | Path, prompts: Sequence[str], out: str | Path, *, per_prompt: int = 8,
+                steps: int = 20, guidance: float = 2.0, seed: int = 0) -> list[int]:
+    """Sample ``per_prompt`` images for each prompt with the pipeline in ``model`` and write them as one
+    PNG grid (a row per prompt) to ``out``; returns the expert each prompt was routed to.
+
+    Raises:
+        ConfigError: a prompt outside the digits task, or bad sampling settings.
+        WeightsError: ``model`` is not a prompt-routed pipeline.
+    """
+    for prompt in prompts:
+        parse_prompt(prompt)
+    pipe = PromptRoutedPipeline.load(model)
+    result = pipe([prompt for prompt in prompts for _ in range(per_prompt)], num_inference_steps=steps,
+                  guidance_scale=guidance, seed=seed)
+    save_grid(result.images, out, columns=per_prompt)
+    return [result.experts[index * per_prompt] for index in range(len(prompts))]

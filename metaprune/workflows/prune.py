@@ -1,0 +1,224 @@
+"""The prune job behind ``metaprune prune``: data → dense model → prune on schedule → fine-tune → report.
+
+Every criterion, pattern and schedule goes through :func:`run_prune`, so plans, reports and
+run directories look the same whatever produced them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from metaprune.data import DataSplits, calibration_batch, make_loaders
+from metaprune.errors import ConfigError
+from metaprune.flops import count_flops, count_nonzero_params, count_params, effective_flops, measure_latency
+from metaprune.prune.budget import Budget
+from metaprune.prune.criteria import CRITERIA, Criterion, check_criterion_options, get_criterion
+from metaprune.prune.plan import PrunePlan
+from metaprune.prune.report import ModelFigures, PruneReport, plot_report
+from metaprune.prune.saving import save_run
+from metaprune.prune.schedules import get_schedule
+from metaprune.prune.spec import PruningSpec
+from metaprune.rundir import REPORT_PLOT_FILE
+from metaprune.specs import TaskSpec, TrainingSpec
+from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
+from metaprune.version import __version__
+
+#: Lottery-ticket rewinding goes back to the weights after this fraction of dense training
+#: (Frankle et al., 2019: rewinding to an early iterate rather than to initialisation).
+REWIND_FRACTION = 0.1
+
+
+def load_plugins() -> None:
+    """Import the method packages that register criteria in the engine (the metanetwork's ``meta``)."""
+    import metaprune.meta.pruning  # noqa: F401
+
+
+@dataclass(frozen=True)
+class PruneOptions:
+    """Everything ``metaprune prune`` can be told, composed of the shared specs; defaults are the digits task.
+
+    Attributes:
+        budget: how much to keep.
+        task: model and data (:class:`~metaprune.specs.TaskSpec`).
+        training: dense training (:meth:`TrainingSpec.dense`); skipped when a dense model is given.
+        finetune: fine-tuning after pruning (:meth:`TrainingSpec.finetune`).
+        pruning: pattern, criterion, ranking, schedule (:class:`~metaprune.prune.spec.PruningSpec`).
+        distill: fine-tune with knowledge distillation from the dense model.
+        recipe: a saved structured plan to re-apply instead of allocating (its pattern wins).
+        latency: measure CPU latency in the report.
+        out: run directory to write (none: nothing is written).
+        command: the reproducing command recorded in the report.
+        extra: free-form figures copied into the report.
+    """
+
+    budget: Budget
+    task: TaskSpec = field(default_factory=TaskSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec.dense)
+    finetune: TrainingSpec = field(default_factory=TrainingSpec.finetune)
+    pruning: PruningSpec = field(default_factory=PruningSpec)
+    distill: bool = False
+    recipe: PrunePlan | None = None
+    latency: bool = True
+    out: str | None = None
+    command: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.training.stage != "dense" or self.finetune.stage != "finetune":
+            raise ConfigError("training must be a TrainingSpec.dense(...) and finetune a TrainingSpec.finetune(...)")
+        if self.pruning.criterion not in CRITERIA:
+            load_plugins()
+        check_criterion_options(self.pruning.criterion, self.pruning.criterion_options)
+        if self.recipe is not None and self.recipe.pattern not in ("channel", "head"):
+            raise ConfigError("re-applying a plan supports structured plans (channel/head)")
+
+    @property
+    def pattern(self) -> str:
+        """The pattern applied: the recipe's when a plan is re-applied, else the pruning spec's."""
+        return self.recipe.pattern if self.recipe is not None else self.pruning.pattern
+
+
+@dataclass
+class PruneResult:
+    """The pruned model with its report and plan (and the dense model it came from)."""
+
+    model: nn.Module
+    dense_model: nn.Module
+    report: PruneReport
+    plan: PrunePlan
+    history: list[dict[str, Any]]
+    run_dir: Path | None
+
+
+def train_dense(
+    task: TaskSpec, training: TrainingSpec, splits: DataSplits, *, progress: bool = True,
+    rewind: dict[str, torch.Tensor] | None = None,
+) -> nn.Module:
+    """Build the model of ``task`` and train it on ``splits`` as ``training`` says (seeded).
+
+    If ``rewind`` is a dict, it is filled with the weights after the first ``REWIND_FRACTION``
+    of training: the early iterate that lottery-ticket rewinding returns to.
+    """
+    seed_everything(task.seed)
+    model = task.build_model(splits)
+    train_loader, val_loader, _ = make_loaders(splits, batch_size=training.batch_size, seed=task.seed)
+    optimizer = training.optimizer_for(task.model)
+
+    def capture(network: nn.Module, step: int, total_steps: int) -> None:
+        if rewind is not None and step == max(1, round(REWIND_FRACTION * total_steps)):
+            rewind.update({name: value.detach().clone() for name, value in network.state_dict().items()})
+
+    fit(model, train_loader, epochs=training.epochs, lr=training.lr_for(task.model), optimizer=optimizer,
+        val_loader=val_loader, warmup_epochs=1 if optimizer == "adamw" else 0, on_step=capture, progress=progress,
+        description=f"train {task.model}")
+    return model
+
+
+def measure(model: nn.Module, example_input: torch.Tensor, loaders: tuple, *, masked: bool, latency: bool) -> ModelFigures:
+    """FLOPs (effective FLOPs for masked models), parameters, val/test accuracy and CPU latency."""
+    flops = effective_flops(model, example_input) if masked else count_flops(model, example_input)
+    stats = measure_latency(model, example_input.repeat(32, *[1] * (example_input.dim() - 1))) if latency else None
+    return ModelFigures(
+        flops=flops, params=count_params(model), nonzero_params=count_nonzero_params(model),
+        val_accuracy=evaluate(model, loaders[1]), test_accuracy=evaluate(model, loaders[2]),
+        latency_ms=stats.median_ms if stats else None,
+    )
+
+
+def make_pruner(options: PruneOptions, model: nn.Module, example_input: torch.Tensor, criterion: Criterion,
+                calibration: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, dict[str, Any]]:
+    """A StructuredPruner (channel/head), MaskPruner (unstructured/n:m) or PlanPruner (a saved recipe),
+    and what the report should say about it (layers an N:M pattern leaves dense)."""
+    pruning = options.pruning
+    if options.recipe is not None:
+        from metaprune.prune.structured import PlanPruner
+
+        return PlanPruner(options.recipe, example_input, criterion, calibration), {}
+    if pruning.pattern in ("channel", "head"):
+        from metaprune.prune.structured import StructuredPruner
+
+        return StructuredPruner(model, example_input, criterion, ranking=pruning.ranking, min_keep=pruning.min_keep,
+                                pattern=pruning.pattern, calibration=calibration), {}
+    from metaprune.prune.masks import MaskPruner, n_m_incompatible_layers
+
+    dense_layers = n_m_incompatible_layers(model, pruning.n_m[1]) if pruning.pattern == "n:m" else []
+    pruner = MaskPruner(model, example_input, criterion, pattern=pruning.pattern, ranking=pruning.ranking,
+                        n_m=pruning.n_m, calibration=calibration, ignored_layers=dense_layers)
+    return pruner, ({"dense_layers": dense_layers} if dense_layers else {})
+
+
+def _layer_keep_ratios(plan: PrunePlan) -> dict[str, float]:
+    return {name: round(ratio, 4) for name, ratio in plan.keep_ratios.items()}
+
+
+def run_prune(
+    options: PruneOptions,
+    *,
+    splits: DataSplits | None = None,
+    dense_model: nn.Module | None = None,
+    criterion: Criterion | None = None,
+    progress: bool = True,
+) -> PruneResult:
+    """Prune a (trained) model to ``options.budget`` and fine-tune it; write the run directory if ``options.out``.
+
+    ``dense_model`` skips dense training (it is copied, never modified); ``criterion``
+    overrides ``options.pruning.criterion``. The criterion's :meth:`~Criterion.prepare` step
+    runs on the dense copy first (the metanetwork criterion rewrites it there).
+    """
+    start = time.perf_counter()
+    task, pruning = options.task, options.pruning
+    splits = splits or task.load_splits()
+    loaders = make_loaders(splits, batch_size=options.finetune.batch_size, seed=task.seed)
+    rewind: dict[str, torch.Tensor] = {}
+    dense = dense_model if dense_model is not None else train_dense(task, options.training, splits, progress=progress,
+                                                                    rewind=rewind)
+    dense.eval()
+    example_input = splits.test[0][0].unsqueeze(0)
+    dense_figures = measure(dense, example_input, loaders, masked=False, latency=options.latency)
+
+    seed_everything(task.seed)
+    criterion = criterion or get_criterion(pruning.criterion, seed=task.seed, **pruning.criterion_options)
+    model, prepare_extra = criterion.prepare(copy.deepcopy(dense), example_input, loaders)
+    calibration = calibration_batch(splits, n=pruning.calibration_size, seed=task.seed)
+    pruner, pruner_extra = make_pruner(options, model, example_input, criterion, calibration)
+    optimizer = options.finetune.optimizer_for(task.model)
+    lr = options.finetune.lr_for(task.model)
+    teacher = dense if options.distill else None
+
+    before_finetune: dict[str, float] = {}
+
+    def train(target: nn.Module, epochs: int, on_step: Any = None) -> None:
+        if pruning.recalibrate_bn:  # removed channels shift every later activation: re-estimate BN statistics
+            recalibrate_batchnorm(target, loaders[0])
+        if pruning.schedule == "oneshot" and not before_finetune:  # one-shot: the model is pruned, not yet tuned
+            before_finetune.update(val_accuracy=evaluate(target, loaders[1]), test_accuracy=evaluate(target, loaders[2]))
+        fit(target, loaders[0], epochs=epochs, lr=lr, optimizer=optimizer, teacher=teacher, on_step=on_step,
+            progress=progress, description="fine-tune")
+
+    # Without an early iterate (a dense model passed in), lottery rewinds to the trained weights.
+    schedule = get_schedule(pruning.schedule, steps=pruning.steps, rewind_state=rewind or None)
+    model = schedule.run(model, pruner, train, options.budget.flops_ratio, options.finetune.epochs)
+    model.eval()
+    pruned_figures = measure(model, example_input, loaders, masked=pruner.uses_masks, latency=options.latency)
+    plan = pruner.plan(options.budget.flops_ratio)
+    history = list(getattr(pruner, "history", []))
+    report = PruneReport(
+        model=task.model, dataset=task.data, pattern=options.pattern, criterion=criterion.name,
+        schedule=pruning.schedule, budget={"flops_ratio": options.budget.flops_ratio}, dense=dense_figures,
+        pruned=pruned_figures, layer_keep_ratios=_layer_keep_ratios(plan), wall_time_s=time.perf_counter() - start,
+        seed=task.seed, command=options.command, metaprune_version=__version__,
+        extra={**options.extra, **pruner_extra, **prepare_extra,
+               **({"before_finetune": before_finetune} if before_finetune else {})},
+    )
+    run_dir = None
+    if options.out:
+        run_dir = save_run(options.out, model, example_input=example_input, history=history, plan=plan, report=report)
+        plot_report(report, run_dir / REPORT_PLOT_FILE)
+    return PruneResult(model, dense, report, plan, history, run_dir)

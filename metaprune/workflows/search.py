@@ -1,0 +1,151 @@
+"""``metaprune search`` end to end: dense model (trained once, cached) → search → run-directory files.
+
+Writes ``best_plan.json``, ``trials.csv`` and ``pareto.png`` (score against FLOPs of every
+trial, with the budget line) to the run directory; the dense weights are cached there as
+``dense.safetensors`` so that a resumed search reuses them. With ``prune`` the best plan
+goes through :func:`~metaprune.workflows.prune.run_prune` as a recipe, which writes the same
+files as ``metaprune prune``.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from metaprune.data import DataSplits, calibration_batch
+from metaprune.prune.budget import Budget
+from metaprune.prune.spec import PruningSpec
+from metaprune.rundir import (
+    BEST_PLAN_FILE,
+    DENSE_WEIGHTS_FILE,
+    PARETO_PLOT_FILE,
+    SEARCH_SUMMARY_FILE,
+    TRIALS_FILE,
+    write_json,
+)
+from metaprune.search.methods import SearchContext, SearchResult, check_search_options, get_method
+from metaprune.search.objective import SearchSetup, check_objective
+from metaprune.search.space import check_min_keep
+from metaprune.specs import TaskSpec, TrainingSpec
+from metaprune.train import save_state
+from metaprune.workflows.prune import PruneOptions, PruneResult, run_prune, train_dense
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """Everything ``metaprune search`` can be told, composed of the shared specs; defaults are the digits task.
+
+    ``task``, ``training``, ``finetune`` and ``pruning`` mean what they mean for
+    :class:`~metaprune.workflows.prune.PruneOptions` (``pruning.min_keep`` is the per-group floor
+    of the search space); the rest are the search's own options (``calibration_size``: images
+    that score the search space's points).
+    """
+
+    budget: Budget
+    method: str = "optuna"
+    task: TaskSpec = field(default_factory=TaskSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec.dense)
+    finetune: TrainingSpec = field(default_factory=TrainingSpec.finetune)
+    pruning: PruningSpec = field(default_factory=PruningSpec)
+    trials: int = 50
+    objective: str = "distortion"
+    sampler: str = "tpe"
+    out: str | None = None
+    study: str | None = None
+    storage: str | None = None
+    workers: int = 1
+    address: str | None = None
+    weights: str | None = None
+    calibration_size: int = 64
+    prune: bool = False
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        """Check every option before any data is loaded or any model trained."""
+        get_method(self.method)
+        check_objective(self.objective)
+        check_search_options(self.trials, self.workers, self.sampler)
+        check_min_keep(self.pruning.min_keep)
+
+    def prune_options(self, **changes: Any) -> PruneOptions:
+        """The matching :class:`PruneOptions` (dense training, and pruning the best plan)."""
+        return PruneOptions(budget=self.budget, task=self.task, training=self.training, finetune=self.finetune,
+                            pruning=self.pruning, **changes)
+
+
+def dense_model(options: SearchOptions, splits: DataSplits, run_dir: Path | None) -> nn.Module:
+    """``--weights`` if given, else the cached dense weights of the run directory, else a freshly trained model."""
+    cached = run_dir / DENSE_WEIGHTS_FILE if run_dir else None
+    source = Path(options.weights) if options.weights else cached
+    if source is not None and source.is_file():
+        return options.task.load_model(source, splits)
+    model = train_dense(options.task, options.training, splits, progress=options.progress)
+    if cached is not None:
+        save_state(cached, model, {"model": options.task.model, "seed": options.task.seed})
+    return model
+
+
+def write_trials(result: SearchResult, path: Path, names: list[str]) -> None:
+    """One row per trial: number, state, source, score, FLOPs ratio, then the keep ratio of every group."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["number", "state", "source", "score", "flops_ratio", *names])
+        for trial in result.trials:
+            writer.writerow([trial.number, trial.state, trial.source, trial.score, trial.flops_ratio,
+                             *(f"{ratio:.6g}" for ratio in trial.keep_ratios)])
+
+
+def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path) -> None:
+    """Score against FLOPs ratio of every complete trial, the Pareto front and the budget line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = [trial for trial in result.trials if trial.score is not None]
+    figure, axes = plt.subplots(figsize=(6, 4))
+    axes.scatter([t.flops_ratio for t in done], [t.score for t in done], s=14, alpha=0.6, label="trials")
+    axes.plot([t.flops_ratio for t in result.pareto], [t.score for t in result.pareto], "r.-", label="Pareto front")
+    axes.axvline(budget.flops_ratio, color="k", linestyle="--", label=f"budget {budget.flops_ratio:.3g}")
+    axes.set_xlabel("FLOPs ratio (pruned / dense)")
+    axes.set_ylabel("val accuracy after short fine-tune" if objective == "finetune" else "- output distortion")
+    axes.set_title(f"{result.method}: {len(done)} trials")
+    axes.legend(loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def run_search(options: SearchOptions, splits: DataSplits | None = None,
+               dense: nn.Module | None = None) -> tuple[SearchResult, PruneResult | None]:
+    """Search per-group keep ratios under ``options.budget``; optionally prune and fine-tune the best plan."""
+    method = get_method(options.method)
+    task = options.task
+    run_dir = Path(options.out) if options.out else None
+    if run_dir:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    splits = splits or task.load_splits()
+    dense = dense if dense is not None else dense_model(options, splits, run_dir)
+    example_input = splits.test[0][0].unsqueeze(0)
+    calibration = calibration_batch(splits, n=options.calibration_size, seed=task.seed)
+    setup = SearchSetup(dense, example_input, options.budget, calibration, options.objective, splits,
+                        options.pruning.min_keep, seed=task.seed)
+    context = SearchContext.from_setup(setup, trials=options.trials, sampler=options.sampler, seed=task.seed,
+                                       run_dir=run_dir, study=options.study, storage=options.storage,
+                                       workers=options.workers, address=options.address, progress=options.progress)
+    result = method(context)
+    if run_dir:
+        result.best_plan.save(run_dir / BEST_PLAN_FILE)
+        write_trials(result, run_dir / TRIALS_FILE, context.space.names)
+        plot_pareto(result, options.budget, options.objective, run_dir / PARETO_PLOT_FILE)
+        write_json(run_dir / SEARCH_SUMMARY_FILE, {"method": result.method, "best_score": result.best_score,
+                                                   "trials": len(result.trials)})
+    pruned = None
+    if options.prune:
+        pruned = run_prune(options.prune_options(recipe=result.best_plan, out=options.out), splits=splits,
+                           dense_model=dense, progress=options.progress)
+    return result, pruned
