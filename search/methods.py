@@ -20,7 +20,8 @@ from metaprune.search.allocators import get_allocator
 from metaprune.search.objective import Objective, SearchSetup
 from metaprune.search.space import TOLERANCE, SearchSpace
 
-SAMPLERS = ("tpe", "cmaes", "nsga2")
+#: Optuna samplers by name, each a factory ``seed -> sampler`` (registered by :mod:`metaprune.search.optuna_search`).
+SAMPLERS: Registry[Callable[[int], object]] = Registry("sampler")
 
 
 def check_search_options(trials: int, workers: int, sampler: str) -> None:
@@ -29,8 +30,7 @@ def check_search_options(trials: int, workers: int, sampler: str) -> None:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
-    if sampler not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
+    SAMPLERS.get(sampler)
 
 
 @dataclass

@@ -33,6 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from metaprune.errors import SearchError
 from metaprune.search.allocators import get_allocator
 from metaprune.search.methods import (
+    SAMPLERS,
     SearchContext,
     SearchResult,
     TrialRecord,
@@ -93,19 +94,20 @@ def _database(url: str, attempts: int = 5) -> optuna.storages.BaseStorage:
     raise AssertionError("unreachable")
 
 
+SAMPLERS.add("tpe", lambda seed: optuna.samplers.TPESampler(seed=seed))
+SAMPLERS.add("cmaes", lambda seed: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False))
+SAMPLERS.add("nsga2", lambda seed: optuna.samplers.NSGAIISampler(seed=seed))
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """TPE, CMA-ES or NSGA-II, seeded."""
-    samplers: dict[str, Callable[[], optuna.samplers.BaseSampler]] = {
-        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-        "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-    }
+    """A registered sampler (TPE, CMA-ES or NSGA-II), seeded."""
+    factory = SAMPLERS.get(name)
     if name == "cmaes":
         try:
             import cmaes  # noqa: F401  (optuna imports it lazily, mid-search)
         except ImportError as error:
             raise SearchError("--sampler cmaes needs the cmaes package: pip install cmaes") from error
-    return samplers[name]()
+    return factory(seed)
 
 
 def _param(name: str) -> str:

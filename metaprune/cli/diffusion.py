@@ -16,13 +16,13 @@ from typing import Annotated
 
 import typer
 
+from metaprune.cli import options
 from metaprune.cli.zoo import one_line_errors
 from metaprune.errors import ConfigError
 
 app = typer.Typer(help="Prompt-routed pruning (APTP) of a diffusers UNet on the digits text-to-image task.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
-SeedOption = Annotated[int, typer.Option(help="Seed of data, initialisation and training.")]
 
 
 @app.command()
@@ -31,7 +31,7 @@ def teacher(
     steps: Annotated[int, typer.Option(help="Training steps.")] = 6000,
     batch_size: Annotated[int, typer.Option(help="Images per step.")] = 32,
     lr: Annotated[float, typer.Option(help="Peak learning rate (cosine decay).")] = 1e-3,
-    seed: SeedOption = 0,
+    seed: options.Seed = 0,
 ) -> None:
     """Train the dense teacher UNet (writes unet.safetensors and unet.json; resumable)."""
     from metaprune.diffusion.teacher import TrainConfig
@@ -77,7 +77,7 @@ def sample(
     per_prompt: Annotated[int, typer.Option(help="Images per prompt (one grid row each).")] = 8,
     steps: Annotated[int, typer.Option(help="DDIM steps.")] = 20,
     guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 2.0,
-    seed: SeedOption = 0,
+    seed: options.Seed = 0,
 ) -> None:
     """Sample a grid: one row per prompt, drawn by the expert the prompt is routed to."""
     from metaprune.workflows.diffusion import sample_grid

@@ -34,15 +34,15 @@ def search(
     address: Annotated[str | None, Opt(help="Ray cluster address to join (default: a local instance).")] = None,
     weights: Annotated[str | None, Opt(help="Dense weights (.safetensors); skips dense training.")] = None,
     epochs: options.Epochs = 12,
-    finetune_epochs: options.FinetuneEpochs = 4,
     lr: options.Lr = None,
-    finetune_lr: options.FinetuneLr = None,
     optimizer: options.Optimizer = None,
     batch_size: options.BatchSize = 64,
     min_keep: options.MinKeep = 0.1,
     seed: options.Seed = 0,
     prune: Annotated[bool, Opt(help="Prune and fine-tune the best plan (writes the `metaprune prune` files).")]
     = False,
+    finetune_epochs: options.FinetuneEpochs = 4,
+    finetune_lr: options.FinetuneLr = None,
     progress: options.Progress = True,
 ) -> None:
     """Search per-layer keep ratios under a FLOPs budget; writes best_plan.json, trials.csv, pareto.png."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from conftest import calibration, measured_flops_ratio, prune_copy, small_model
+from search_helpers import calibration, measured_flops_ratio, prune_copy, small_model
 
 from metaprune.errors import ConfigError, SearchError
 from metaprune.prune.budget import Budget

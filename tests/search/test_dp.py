@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import calibration, prune_copy, small_model
+from search_helpers import calibration, prune_copy, small_model
 
 from metaprune.errors import SearchError
 from metaprune.prune.budget import Budget

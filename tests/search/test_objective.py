@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import calibration, small_model
+from search_helpers import calibration, small_model
 
 from metaprune.data import calibration_batch, make_loaders
 from metaprune.errors import ConfigError

@@ -10,8 +10,8 @@ import time
 
 import optuna
 import pytest
-from conftest import calibration, small_model
 from optuna.trial import TrialState
+from search_helpers import calibration, small_model
 
 from metaprune.errors import SearchError
 from metaprune.prune.budget import Budget

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import calibration, small_model
+from search_helpers import calibration, small_model
 
 from metaprune.prune.budget import Budget
 from metaprune.search import TOLERANCE, SearchContext, SearchSetup, get_allocator

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import measured_flops_ratio, small_model
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from search_helpers import measured_flops_ratio, small_model
 
 from metaprune.errors import BudgetError, ConfigError
 from metaprune.prune.budget import Budget
