@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from metaprune.errors import ConfigError
+from metaprune.inputs import ExampleInputs, check_example_inputs, run_model
 
 __all__ = [
     "LatencyStats",
@@ -38,28 +39,55 @@ def _cpu_attention_flops(query_shape, key_shape, value_shape, *_args, out_shape=
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-_CPU_ATTENTION = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops}
+def _native_attention_flops(query_shape, key_shape, value_shape, embed_dim, *_args, out_shape=None, **_kwargs) -> int:
+    r"""FLOPs of ``nn.MultiheadAttention``'s fused inference kernel, which PyTorch's counter skips.
+
+    With query ``[B, L, E]`` and key/value ``[B, S, E]``: the q, k, v and output projections
+    (:math:`2BE^2(2L + 2S)`) and the two attention products (:math:`4BLSE`), the same FLOPs
+    as the unfused path that training takes.
+    """
+    *batch, length, _ = query_shape
+    source = key_shape[-2]
+    batches = 1
+    for size in batch:
+        batches *= size
+    return 2 * batches * embed_dim * embed_dim * (2 * length + 2 * source) + 4 * batches * length * source * embed_dim
 
 
-def _run_counted(model: nn.Module, example_input: torch.Tensor) -> FlopCounterMode:
-    if not isinstance(example_input, torch.Tensor):
-        raise ConfigError(f"example_input must be a tensor, got {type(example_input).__name__}")
+def _recurrent_layer_flops(input_shape, input_weights, hidden_weights, *_args, out_shape=None, **_kwargs) -> int:
+    """FLOPs of one layer and direction of ``nn.LSTM`` on the CPU (oneDNN's kernel, which the counter
+    skips): the input-to-hidden and hidden-to-hidden matrices once per time step (2 FLOPs per MAC)."""
+    steps = 1
+    for size in input_shape[:-1]:
+        steps *= size
+    return 2 * steps * (input_weights[0] * input_weights[1] + hidden_weights[0] * hidden_weights[1])
+
+
+_CPU_ATTENTION = {
+    torch.ops.aten.mkldnn_rnn_layer: _recurrent_layer_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention_flops,
+    torch.ops.aten._native_multi_head_attention: _native_attention_flops,
+}
+
+
+def _run_counted(model: nn.Module, example_input: ExampleInputs) -> FlopCounterMode:
+    check_example_inputs(example_input)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION) as counter:
-            model(example_input)
+            run_model(model, example_input)
     finally:
         model.train(was_training)
     return counter
 
 
-def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+def count_flops(model: nn.Module, example_input: ExampleInputs) -> int:
     """FLOPs of one forward pass of ``model`` on ``example_input`` (2 FLOPs per MAC)."""
     return int(_run_counted(model, example_input).get_total_flops())
 
 
-def flops_by_module(model: nn.Module, example_input: torch.Tensor) -> dict[str, int]:
+def flops_by_module(model: nn.Module, example_input: ExampleInputs) -> dict[str, int]:
     """FLOPs attributed to each module itself, excluding its children.
 
     Keys are module names as in ``model.named_modules()`` (``""`` for the root). Work done
@@ -118,7 +146,12 @@ def count_nonzero_params(model: nn.Module) -> int:
     return total
 
 
-def effective_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+def _weighted_layer(module: nn.Module) -> bool:
+    """Conv/Linear layers (Hugging Face's ``Conv1D`` included): their FLOPs scale with their weight density."""
+    return isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) or type(module).__name__ == "Conv1D"
+
+
+def effective_flops(model: nn.Module, example_input: ExampleInputs) -> int:
     """FLOPs that a sparse kernel would execute: each weighted layer's FLOPs times its weight density.
 
     Equals :func:`count_flops` for a dense model; used as the cost of unstructured and N:M
@@ -129,7 +162,7 @@ def effective_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     total = 0.0
     for name, flops in own.items():
         weight = _effective_weight(modules[name]) if name in modules else None
-        if weight is not None and weight.numel() > 0 and isinstance(modules[name], (nn.Conv2d, nn.Linear)):
+        if weight is not None and weight.numel() > 0 and _weighted_layer(modules[name]):
             total += flops * float(torch.count_nonzero(weight)) / weight.numel()
         else:
             total += flops

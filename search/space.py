@@ -53,8 +53,12 @@ class SearchSpace:
         self.cost = GroupCostModel(self.groups)
         self.names: list[str] = list(self.cost.group_names)
         self.sizes: torch.Tensor = self.cost.sizes
-        self.floor_counts = torch.tensor([min(size, max(1, math.ceil(min_keep * size))) for size in self.sizes.tolist()],
-                                         dtype=torch.float64)
+        #: Channel granularity of each group (grouped convolutions, attention heads): counts are multiples of it.
+        self.steps = torch.tensor([float(group.step if group.kind == "channel" and size % group.step == 0 else 1)
+                                   for group, size in zip(self.groups.groups, self.sizes.tolist())], dtype=torch.float64)
+        self.floor_counts = torch.tensor(
+            [min(size, math.ceil(max(1, math.ceil(min_keep * size)) / step) * step)
+             for size, step in zip(self.sizes.tolist(), self.steps.tolist())], dtype=torch.float64)
         self.floor: torch.Tensor = self.floor_counts / self.sizes
         self.dense_flops = self.cost.dense_flops
         lowest = self.flops_ratio_of_counts(self.floor_counts)
@@ -72,8 +76,8 @@ class SearchSpace:
         return self.cost.flops(keep_counts) / self.dense_flops
 
     def counts_of(self, keep_ratios: torch.Tensor) -> torch.Tensor:
-        """Whole channels kept for keep ratios (rounded, clamped to ``[floor, size]``)."""
-        counts = torch.round(torch.as_tensor(keep_ratios, dtype=torch.float64) * self.sizes)
+        """Whole channels kept for keep ratios (rounded to the group's step, clamped to ``[floor, size]``)."""
+        counts = torch.round(torch.as_tensor(keep_ratios, dtype=torch.float64) * self.sizes / self.steps) * self.steps
         return torch.minimum(torch.maximum(counts, self.floor_counts), self.sizes)
 
     def flops_ratio(self, keep_ratios: torch.Tensor) -> float:
@@ -133,7 +137,7 @@ class SearchSpace:
             move = self._closest_move(counts, -1.0 if error > 0 else 1.0, target, seen)
             if move is None:
                 break
-            counts[move[0]] += move[1]
+            counts[move[0]] += move[1] * self.steps[move[0]]
             seen.add(tuple(counts.tolist()))
             if abs(self.flops_ratio_of_counts(counts) - target) < best_error:
                 best, best_error = counts.clone(), abs(self.flops_ratio_of_counts(counts) - target)
@@ -145,11 +149,11 @@ class SearchSpace:
 
     def _closest_move(self, counts: torch.Tensor, step: float, target: float,
                       seen: set[tuple[float, ...]]) -> tuple[int, float] | None:
-        """The unvisited in-box move of one channel by ``step`` whose FLOPs are closest to the target."""
+        """The unvisited in-box move of one step of channels (``step`` = ±1) whose FLOPs are closest to the target."""
         closest, closest_error = None, math.inf
         for index in range(len(self)):
             moved = counts.clone()
-            moved[index] += step
+            moved[index] += step * self.steps[index]
             if not self.floor_counts[index] <= moved[index] <= self.sizes[index] or tuple(moved.tolist()) in seen:
                 continue
             error = abs(self.flops_ratio_of_counts(moved) - target)

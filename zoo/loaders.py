@@ -88,10 +88,32 @@ def entry_kind(pattern: object, default: str | None = None) -> EntryKind:
     raise ZooError(f"unknown pattern {pattern!r}; use one of {entry_patterns()}")
 
 
+def check_registry_model(folder: Path) -> None:
+    """Refuse a run directory whose ``architecture.json`` names anything but a registry model.
+
+    A downloaded entry must never make the zoo import code: a factory reference
+    (``file.py:make_net``, ``package.module:make_net``) would run whatever it names.
+
+    Raises:
+        ZooError: the architecture names a factory reference, or no model.
+    """
+    from metaprune.models import is_reference
+    from metaprune.rundir import read_json
+
+    path = folder / ARCHITECTURE_FILE
+    architecture: Any = read_json(path, error=ZooError)
+    spec = architecture.get("model") if isinstance(architecture, dict) else None
+    name = spec.get("name") if isinstance(spec, dict) else None
+    if not isinstance(name, str) or is_reference(name):
+        raise ZooError(f"{path} names the model {name!r}: only registry models can be loaded from the zoo "
+                       "(it never imports code named by a download); load a run you trust with metaprune.load_run")
+
+
 def _load_pruned_model(folder: Path) -> Any:
-    """An ``nn.Module`` rebuilt from a pruning run directory."""
+    """An ``nn.Module`` rebuilt from a pruning run directory (registry models only: see :func:`check_registry_model`)."""
     from metaprune.prune.saving import load_run
 
+    check_registry_model(folder)
     return load_run(folder)
 
 

@@ -162,7 +162,8 @@ def _image_size_of(run_dir: str) -> int:
 
 @app.command()
 def info(
-    model: Annotated[str, typer.Argument(help="Registry name, e.g. resnet20.")],
+    model: Annotated[str, typer.Argument(help="Registry name (e.g. resnet20; `list` lists them) or a factory "
+                                              "reference: path/to/file.py:make_net, package.module:make_net.")],
     image_size: Annotated[int, typer.Option(help="Input side length.")] = 16,
     in_channels: Annotated[int, typer.Option(help="Input channels.")] = 1,
     num_classes: Annotated[int, typer.Option(help="Classes.")] = 10,

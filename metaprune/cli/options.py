@@ -16,7 +16,8 @@ from metaprune.errors import ConfigError
 Opt = typer.Option
 
 # Task: which model on which data.
-Model = Annotated[str, Opt(help="Registry name of the model (see `metaprune info list`).")]
+Model = Annotated[str, Opt(help="Registry name of the model (see `metaprune info list`), or your own factory: "
+                                "path/to/file.py:make_net or package.module:make_net.")]
 Width = Annotated[float | None, Opt(help="Width multiplier (ResNet/VGG); default: the model's own.")]
 Data = Annotated[str, Opt(help="digits (embedded), cifar10 or imagefolder.")]
 DataRoot = Annotated[str | None, Opt(help="Local path for cifar10 / imagefolder data.")]
@@ -57,8 +58,16 @@ def parse_n_m(text: str) -> tuple[int, int]:
 
 
 def task_spec(model: str, width: float | None, data: str, data_root: str | None, image_size: int, seed: int) -> Any:
-    """The :class:`~metaprune.specs.TaskSpec` of the task options."""
+    """The :class:`~metaprune.specs.TaskSpec` of the task options.
+
+    A factory reference in ``model`` is imported and checked against the options here, so a bad
+    ``--model`` fails before any data is loaded or any file written.
+    """
+    from metaprune.models import check_reference, is_reference
     from metaprune.specs import TaskSpec
+
+    if is_reference(model):
+        check_reference(model, model_kwargs(width))
 
     return TaskSpec(model=model, model_kwargs=model_kwargs(width), data=data, data_root=data_root,
                     image_size=image_size, seed=seed)

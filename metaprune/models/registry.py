@@ -1,7 +1,8 @@
 """A timm-style registry of named model constructors.
 
 A constructor is a function ``fn(num_classes, in_channels, image_size, **options) -> nn.Module``
-registered under a name with :func:`register_model`. :func:`create_model` builds a model by
+registered under a name with :func:`register_model`; a factory reference
+(``path/to/file.py:factory``, ``package.module:factory``) works wherever a name does. :func:`create_model` builds a model by
 name and records its *spec* (name plus every constructor argument, defaults filled in) on the
 module, so that :func:`model_spec` can later describe the architecture as a plain JSON-friendly
 dict and :func:`create_model_from_spec` can rebuild an identical one.
@@ -17,6 +18,7 @@ from typing import Any
 from torch import nn
 
 from metaprune.errors import ConfigError, ModelError
+from metaprune.models.references import build_from_reference, is_reference
 from metaprune.registry import Registry
 
 ModelConstructor = Callable[..., nn.Module]
@@ -66,22 +68,38 @@ def _check_positive_int(name: str, value: Any) -> None:
 def create_model(
     name: str, num_classes: int = 10, in_channels: int = 1, image_size: int = 16, **kwargs: Any
 ) -> nn.Module:
-    """Build the registered model ``name``.
+    """Build the registered model ``name``, or the model of a factory reference.
 
     Args:
-        name: a name from :func:`list_models`.
+        name: a name from :func:`list_models`, or a factory reference ``path/to/file.py:factory`` /
+            ``package.module:factory`` (:mod:`metaprune.models.references`): the factory gets the
+            shape arguments its signature names plus ``kwargs``, and the spec records the reference
+            (a file as its absolute path).
         num_classes: size of the classifier output.
         in_channels: channels of the input images (1 for grayscale, 3 for RGB).
         image_size: side of the square input images the model is built for.
         **kwargs: architecture options of that model (e.g. ``width`` for ResNet/VGG).
 
     Raises:
-        ConfigError: unknown name, or arguments the constructor does not accept or rejects.
+        ConfigError: unknown name, bad reference (missing file, module or factory), or arguments the
+            constructor does not accept or rejects.
+        ModelError: a referenced file or module raises on import, or its factory raises or returns
+            something other than an ``nn.Module``.
     """
-    constructor = MODELS.get(name)
     for arg_name, value in (("num_classes", num_classes), ("in_channels", in_channels),
                             ("image_size", image_size)):
         _check_positive_int(arg_name, value)
+    if not isinstance(name, str):
+        raise ConfigError(f"a model name must be a string, got {type(name).__name__}")
+    if name not in MODELS and is_reference(name):
+        shapes = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+        model, reference, record = build_from_reference(name, shapes, kwargs)
+        setattr(model, _SPEC_ATTRIBUTE, {"name": reference, "kwargs": _json_friendly(record)})
+        return model
+    if name not in MODELS and name.endswith(".py"):
+        raise ConfigError(f"model file {name!r} needs its factory: {name}:FACTORY, FACTORY the function that "
+                          "returns the model")
+    constructor = MODELS.get(name)
     try:
         bound = inspect.signature(constructor).bind(
             num_classes=num_classes, in_channels=in_channels, image_size=image_size, **kwargs
@@ -96,7 +114,8 @@ def create_model(
 
 
 def model_spec(model: nn.Module) -> dict[str, Any]:
-    """The spec ``{"name": ..., "kwargs": {...}}`` recorded when ``model`` was built.
+    """The spec ``{"name": ..., "kwargs": {...}}`` recorded when ``model`` was built
+    (``name`` a registry name or a canonical factory reference).
 
     ``kwargs`` holds every constructor argument (``num_classes``, ``in_channels``,
     ``image_size`` and all options with their defaults), so

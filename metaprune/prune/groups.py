@@ -11,6 +11,7 @@ pruned model is rebuilt without pickle.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +20,12 @@ import torch_pruning as tp
 from torch import nn
 
 from metaprune.errors import PruneError
+from metaprune.inputs import ExampleInputs, output_signature, output_tensors, run_model
 from metaprune.prune import heads as attention_heads
 
-CONV_LINEAR = (nn.Conv2d, nn.Conv1d, nn.Linear)
+TRANSPOSED_CONVS = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
+#: Layers whose output channels root a prunable group (and whose FLOPs are bilinear in their widths).
+CONV_LINEAR = (nn.Conv1d, nn.Conv2d, nn.Conv3d, *TRANSPOSED_CONVS, nn.Linear)
 #: Per-channel normalisation layers: their scale and shift are a group's "norm" rows.
 CHANNEL_NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm)
 
@@ -41,37 +45,141 @@ class ParamRows:
     channels: torch.Tensor
 
 
+def out_dim(layer: nn.Module) -> int:
+    """The weight dimension of a layer's output channels (1 for transposed convolutions, else 0)."""
+    return 1 if isinstance(layer, TRANSPOSED_CONVS) else 0
+
+
+def layer_widths(layer: nn.Module) -> tuple[int, int]:
+    """(input, output) channels or features of a conv/linear layer."""
+    if isinstance(layer, nn.Linear):
+        return layer.in_features, layer.out_features
+    return layer.in_channels, layer.out_channels
+
+
 @dataclass
 class PrunableGroup:
-    """One unit of structured pruning: ``size`` channels (kind ``channel``) or heads (kind ``head``)."""
+    """One unit of structured pruning: ``size`` channels (kind ``channel``) or heads (kind ``head``).
+
+    ``step`` is the group's channel granularity: a group that holds a grouped convolution
+    (``groups=g``) or a multi-head attention embedding (``num_heads=h``) keeps a multiple of
+    ``step = lcm(g, h, ...)`` channels and loses the same positions in each of its ``step``
+    equal chunks, so every convolution group and every head keeps the same width (this is
+    torch-pruning's channel grouping). ``in_width`` / ``out_width`` map each conv/linear layer
+    to how many of its input / output channels one channel of the group occupies (more than
+    one after a flatten), which makes the cost model exact when several groups feed one layer
+    (a concatenation).
+    """
 
     name: str
     kind: str
     size: int
     out_layers: list[str] = field(default_factory=list)
     in_layers: list[str] = field(default_factory=list)
+    step: int = 1
+    in_width: dict[str, int] = field(default_factory=dict)
+    out_width: dict[str, int] = field(default_factory=dict)
 
 
-def find_output_layers(model: nn.Module, example_input: torch.Tensor) -> list[str]:
-    """Names of the Conv/Linear layers whose outputs are the model's outputs (never pruned)."""
+def output_producers(model: nn.Module, example_input: ExampleInputs) -> list[str]:
+    """Names of the innermost modules that return the model's output tensors (in output order)."""
     produced: dict[int, str] = {}
-    hooks = [
-        module.register_forward_hook(lambda _m, _i, output, name=name: produced.__setitem__(id(output), name))
-        for name, module in model.named_modules()
-        if isinstance(module, CONV_LINEAR)
-    ]
+    alive: list[torch.Tensor] = []  # ids are only unique among living tensors
+
+    def record(name: str):
+        def hook(_module: nn.Module, _args: Any, output: Any) -> None:
+            for tensor in output_tensors(output):
+                alive.append(tensor)
+                produced.setdefault(id(tensor), name)  # inner modules finish first
+        return hook
+
+    hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
     try:
         with torch.no_grad():
-            output = model(example_input)
+            output = run_model(model, example_input)
     finally:
         for hook in hooks:
             hook.remove()
-    outputs = output if isinstance(output, (tuple, list)) else [output]
-    names = [produced[id(tensor)] for tensor in outputs if id(tensor) in produced]
+    return list(dict.fromkeys(produced[id(tensor)] for tensor in output_tensors(output) if id(tensor) in produced))
+
+
+def find_output_layers(model: nn.Module, example_input: ExampleInputs) -> list[str]:
+    """Names of the Conv/Linear layers whose outputs are the model's outputs (never pruned)."""
+    modules = dict(model.named_modules())
+    names = [name for name in output_producers(model, example_input) if isinstance(modules[name], CONV_LINEAR)]
     if not names:
-        last = [name for name, module in model.named_modules() if isinstance(module, CONV_LINEAR)]
+        last = [name for name, module in modules.items() if isinstance(module, CONV_LINEAR)]
         names = last[-1:]
     return names
+
+
+def _output_anchors(graph: Any, model: nn.Module, producers: list[str]) -> set[str]:
+    """The layers whose channels are the output's channels: each producer if it is a conv/linear or
+    norm layer, else the nearest such layers upstream of it in torch-pruning's graph."""
+    modules = dict(model.named_modules())
+    names = {module: name for name, module in modules.items()}
+    anchors: set[str] = set()
+    for producer in producers:
+        module = modules[producer]
+        if isinstance(module, (*CONV_LINEAR, *CHANNEL_NORMS, nn.MultiheadAttention)):
+            anchors.add(producer)
+            continue
+        frontier = [graph.module2node[module]] if module in graph.module2node else []
+        seen = set()
+        while frontier:
+            node = frontier.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            if isinstance(node.module, (*CONV_LINEAR, *CHANNEL_NORMS)) and node.module in names:
+                anchors.add(names[node.module])
+            else:
+                frontier.extend(node.inputs)
+    return anchors
+
+
+def _describe_module(name: str, module: nn.Module) -> str:
+    if isinstance(module, CONV_LINEAR):
+        in_width, out_width = layer_widths(module)
+        return f"{name or 'the model'} ({type(module).__name__}: {in_width} -> {out_width} channels)"
+    if isinstance(module, nn.MultiheadAttention):
+        return f"{name} (MultiheadAttention: embed_dim {module.embed_dim}, {module.num_heads} heads)"
+    return f"{name or 'the model'} ({type(module).__name__})"
+
+
+def check_forward(model: nn.Module, example_input: ExampleInputs, expected: Any) -> None:
+    """PruneError unless ``model`` runs on ``example_input`` and returns the structure and shapes ``expected``
+    (an :func:`~metaprune.inputs.output_signature`); the error names the module that failed."""
+    running: list[str] = []
+    failed: list[str] = []
+    names = {module: name for name, module in model.named_modules()}
+
+    def enter(module: nn.Module, _args: Any) -> None:
+        running.append(names.get(module, type(module).__name__))
+
+    def leave(_module: nn.Module, _args: Any, _output: Any) -> None:
+        running.pop()
+
+    handles = [handle for module in names for handle in (module.register_forward_pre_hook(enter),
+                                                          module.register_forward_hook(leave))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            output = run_model(model, example_input)
+    except Exception as error:  # any shape error deep inside torch: report where, not how
+        failed = running[-1:] or [""]
+        modules = dict(model.named_modules())
+        raise PruneError(f"the pruned model fails at {_describe_module(failed[0], modules[failed[0]])}: "
+                         f"{str(error).splitlines()[0]}") from error
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    found = output_signature(output)
+    if found != expected:
+        raise PruneError(f"pruning changed the model's output from {expected} to {found}: a pruned group reaches "
+                         "the output; pass the layers that produce it as ignored_layers")
 
 
 class ModelGroups:
@@ -83,6 +191,10 @@ class ModelGroups:
         self.history: list[dict[str, Any]] = []
         modules = dict(model.named_modules())
         self.attention = {name: module for name, module in modules.items() if attention_heads.is_attention(module)}
+        #: q/k/v projections of attention modules with separate projections -> their head count
+        self.projection_heads = {layer: heads for module in modules.values()
+                                 if (found := attention_heads.separate_projections(module))
+                                 for layer, heads in [(layer, found[1]) for layer in found[0]]}
         was_training = model.training
         model.eval()  # trace with running BN statistics: a batch of one is a valid example
         try:
@@ -93,9 +205,7 @@ class ModelGroups:
     def _trace(self, ignored_layers: list[str] | None) -> None:
         model, example_input = self.model, self.example_input
         modules = dict(model.named_modules())
-        ignored_names = set(ignored_layers or []) | set(find_output_layers(model, example_input))
-        ignored_names |= {f"{name}.qkv" for name in self.attention}
-        unknown = ignored_names - set(modules)
+        unknown = set(ignored_layers or []) - set(modules)
         if unknown:
             raise PruneError(f"ignored layers not found in the model: {sorted(unknown)}")
         try:
@@ -103,28 +213,83 @@ class ModelGroups:
                 self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
         except Exception as error:  # torch-pruning raises bare exceptions on untraceable models
             raise PruneError(f"cannot trace {type(model).__name__} for structured pruning: {error}") from error
+        # The output's channels stay: the layers that make them are never pruned.
+        ignored_names = set(ignored_layers or []) | set(find_output_layers(model, example_input))
+        anchors = _output_anchors(self.graph, model, output_producers(model, example_input))
+        ignored_names |= anchors
+        ignored_names |= {f"{name}.qkv" for name in self.attention}
+        # A norm layer on the output passes its channels straight through: its group stays whole.
+        frozen = {modules[name] for name in anchors if not isinstance(modules[name], CONV_LINEAR)}
         self._module_names = {module: name for name, module in modules.items()}
         ignored = [modules[name] for name in ignored_names]
         self.groups: list[PrunableGroup] = []
         for tp_group in self.graph.get_all_groups(ignored_layers=ignored, root_module_types=CONV_LINEAR):
-            self.groups.append(self._describe(tp_group))
+            if not any(item.dep.target.module in frozen for item in tp_group):
+                self.groups.append(self._describe(tp_group))
         for name, module in self.attention.items():
-            self.groups.append(PrunableGroup(name, "head", module.num_heads, [f"{name}.qkv"], [f"{name}.proj"]))
+            width = attention_heads.head_dim(module)
+            self.groups.append(PrunableGroup(name, "head", module.num_heads, [f"{name}.qkv"], [f"{name}.proj"],
+                                             in_width={f"{name}.proj": width}, out_width={f"{name}.qkv": 3 * width}))
         self.by_name = {group.name: group for group in self.groups}
 
     def _describe(self, tp_group: Any) -> PrunableGroup:
         root = tp_group[0].dep.target.module
-        group = PrunableGroup(self._module_names[root], "channel", len(tp_group[0].idxs))
+        size = len(tp_group[0].idxs)
+        group = PrunableGroup(self._module_names[root], "channel", size)
+        chunks = [1]
         for item in tp_group:
             layer, handler = item.dep.target.module, item.dep.handler
-            if not isinstance(layer, CONV_LINEAR):
+            is_out = self.graph.is_out_channel_pruning_fn(handler)
+            chunks.append(self._channel_chunks(layer, is_out))
+            if not isinstance(layer, (*CONV_LINEAR, nn.MultiheadAttention)):
                 continue
             name = self._module_names[layer]
-            if self.graph.is_out_channel_pruning_fn(handler):
+            width = max(1, len(item.idxs) // max(1, size))
+            if isinstance(layer, nn.MultiheadAttention):
+                group.out_width[name] = width  # its embedding width: inputs and outputs at once
+            elif is_out:
                 group.out_layers.append(name)
+                group.out_width[name] = width
             else:
                 group.in_layers.append(name)
+                group.in_width[name] = width
+        group.step = math.lcm(*chunks)
+        if size % group.step:
+            group.step = 1 if size < group.step else math.gcd(size, group.step)
         return group
+
+    def _channel_chunks(self, layer: Any, is_out: bool) -> int:
+        """Equal chunks a layer's channels fall into (torch-pruning's channel groups); 1 if none."""
+        if isinstance(layer, nn.MultiheadAttention):
+            return int(layer.num_heads)
+        if is_out and layer in self.projection_heads:
+            return self.projection_heads[layer]
+        if not isinstance(layer, nn.Module):
+            return 1
+        if isinstance(layer, CONV_LINEAR[:-1]) and layer.groups == layer.out_channels:
+            return 1  # depthwise: input and output channel c are one coupled channel
+        pruner = self.graph.get_pruner_of_module(layer)
+        if pruner is None:
+            return 1
+        chunks = pruner.get_out_channel_groups(layer) if is_out else pruner.get_in_channel_groups(layer)
+        return int(chunks) if isinstance(chunks, int) and chunks > 1 else 1
+
+    def removal(self, group: PrunableGroup, scores: torch.Tensor, count: int) -> list[int]:
+        """The ``count`` channels of ``group`` to remove, lowest ``scores`` first, in whole chunks.
+
+        With ``group.step > 1`` the scores are averaged over the ``step`` chunks and the same
+        positions go in every chunk (``count`` is rounded down to a multiple of ``step``).
+        """
+        size = self.current_size(group)
+        step = group.step if group.kind == "channel" and size % group.step == 0 else 1
+        count = (count // step) * step
+        if count <= 0:
+            return []
+        if step == 1:
+            return torch.argsort(scores, stable=True)[:count].tolist()
+        chunk = size // step
+        positions = torch.argsort(scores.reshape(step, chunk).mean(0), stable=True)[: count // step]
+        return (positions[None, :] + chunk * torch.arange(step)[:, None]).reshape(-1).tolist()
 
     def current_size(self, group: PrunableGroup) -> int:
         """Channels (or heads) the group has now, after any removals."""
@@ -159,14 +324,12 @@ class ModelGroups:
         channels = torch.as_tensor([int(i) for i in roots], dtype=torch.long)
         weight, grad = layer.weight.detach(), layer.weight.grad
         if isinstance(layer, CONV_LINEAR):
-            if self.graph.is_out_channel_pruning_fn(handler):
-                role, values = "out", weight[idxs].flatten(1)
-                grads = grad[idxs].flatten(1) if grad is not None else None
-            elif getattr(layer, "groups", 1) == 1:
-                role, values = "in", weight.transpose(0, 1)[idxs].flatten(1)
-                grads = grad.transpose(0, 1)[idxs].flatten(1) if grad is not None else None
-            else:
+            is_out = self.graph.is_out_channel_pruning_fn(handler)
+            if not is_out and getattr(layer, "groups", 1) != 1:
                 return None
+            dim = out_dim(layer) if is_out else 1 - out_dim(layer)
+            role, values = ("out" if is_out else "in"), weight.transpose(0, dim)[idxs].flatten(1)
+            grads = grad.transpose(0, dim)[idxs].flatten(1) if grad is not None else None
         elif isinstance(layer, CHANNEL_NORMS) and weight.dim() == 1:
             role, values = "norm", weight[idxs][:, None]
             grads = grad[idxs][:, None] if grad is not None else None
@@ -205,7 +368,7 @@ class ModelGroups:
             for parameter_name, parameter in layer.named_parameters(recurse=False):
                 if parameter.dim() == 1 and not is_out:
                     continue  # a consumer's bias is not indexed by its input channels
-                dim = 0 if (is_out or parameter.dim() == 1) else 1
+                dim = 0 if parameter.dim() == 1 else (out_dim(layer) if is_out else 1 - out_dim(layer))
                 if isinstance(layer, CONV_LINEAR) and getattr(layer, "groups", 1) > 1 and not is_out:
                     continue
                 if parameter.shape[dim] > int(idxs.max()) and name in modules:
@@ -229,6 +392,7 @@ class ModelGroups:
             return
         root = self.model.get_submodule(group.name)
         self.graph.get_pruning_group(root, self._out_fn(root), indices).prune()
+        attention_heads.sync_head_sizes(self.model)
         module_name, is_out, pruned = self.graph.pruning_history()[-1]
         self.history.append({"kind": "channel", "module": module_name, "out": bool(is_out), "indices": [int(i) for i in pruned]})
 
@@ -245,6 +409,7 @@ def replay(model: nn.Module, example_input: torch.Tensor, history: list[dict[str
             pruner = groups.graph.get_pruner_of_module(module)
             prune_fn = pruner.prune_out_channels if entry["out"] else pruner.prune_in_channels
             groups.graph.get_pruning_group(module, prune_fn, entry["indices"]).prune()
+            attention_heads.sync_head_sizes(model)
         except (AttributeError, KeyError, IndexError, RuntimeError) as error:
             raise PruneError(f"cannot replay pruning step {entry.get('module')!r}: {error}") from error
     groups.history = list(history)

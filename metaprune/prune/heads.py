@@ -27,6 +27,47 @@ def is_attention(module: nn.Module) -> bool:
     )
 
 
+#: Names of the separate query/key/value projections of Hugging Face attention modules (BERT, ViT, ... / LLaMA-style).
+SEPARATE_PROJECTIONS = (("query", "key", "value"), ("q_proj", "k_proj", "v_proj"))
+
+
+def separate_projections(module: nn.Module) -> tuple[list[nn.Linear], int] | None:
+    """``([query, key, value], num_heads)`` of an attention module with separate projections, else None.
+
+    The head count is read from ``num_attention_heads`` or ``num_heads`` (the module's or its config's).
+    """
+    heads = getattr(module, "num_attention_heads", None) or getattr(module, "num_heads", None)
+    config = getattr(module, "config", None)
+    heads = heads or getattr(config, "num_attention_heads", None)
+    if not isinstance(heads, int) or heads < 1:
+        return None
+    for names in SEPARATE_PROJECTIONS:
+        layers = [getattr(module, name, None) for name in names]
+        if all(isinstance(layer, nn.Linear) for layer in layers):
+            return layers, heads
+    return None
+
+
+def sync_head_sizes(model: nn.Module) -> None:
+    """After channels left the q/k/v projections, set each attention module's head size to match.
+
+    Hugging Face attention modules reshape with ``attention_head_size`` / ``all_head_size``
+    (BERT, ViT) or ``head_dim`` (LLaMA-style); the heads stay, each narrower by the same amount.
+    """
+    for module in model.modules():
+        found = separate_projections(module)
+        if found is None:
+            continue
+        (query, _key, _value), heads = found
+        inner = query.out_features
+        if hasattr(module, "attention_head_size"):
+            module.attention_head_size = inner // heads
+        if hasattr(module, "all_head_size"):
+            module.all_head_size = inner
+        if isinstance(getattr(module, "head_dim", None), int):
+            module.head_dim = inner // heads
+
+
 def head_dim(module: nn.Module) -> int:
     """Channels per head of an attention module."""
     return module.qkv.out_features // 3 // module.num_heads

@@ -25,7 +25,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import prune
 
@@ -35,10 +34,27 @@ from metaprune.prune.budget import Budget
 from metaprune.prune.criteria import Criterion
 from metaprune.prune.groups import find_output_layers
 from metaprune.prune.plan import RANKINGS, PrunePlan
-from metaprune.prune.structured import Calibration
+from metaprune.prune.structured import Calibration, calibration_loss
 
 MASK_PATTERNS = ("unstructured", "n:m")
-MASKABLE = (nn.Conv2d, nn.Linear)
+MASKABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
+
+
+def is_maskable(module: nn.Module) -> bool:
+    """Conv/Linear layers and Hugging Face's ``Conv1D`` (a linear layer with a transposed weight, GPT-2)."""
+    return isinstance(module, MASKABLE) or is_transposed_linear(module)
+
+
+def is_transposed_linear(module: nn.Module) -> bool:
+    """Hugging Face's ``Conv1D``: ``y = x W + b`` with ``W`` of shape ``[in, out]`` (recognised without importing it)."""
+    weight = getattr(module, "weight", None)
+    return (type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int)
+            and isinstance(weight, torch.Tensor) and weight.dim() == 2)
+
+
+def gemm_view(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """A weight-shaped tensor as ``[out, reduction]`` (transposed for Hugging Face's ``Conv1D``)."""
+    return tensor.t() if is_transposed_linear(module) else tensor
 
 
 def is_masked(module: nn.Module) -> bool:
@@ -65,8 +81,8 @@ def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     modules = dict(model.named_modules())
     for name, mask in masks.items():
         module = modules.get(name)
-        if not isinstance(module, MASKABLE):
-            raise ConfigError(f"cannot mask {name!r}: not a Conv2d/Linear layer of this model")
+        if module is None or not is_maskable(module):
+            raise ConfigError(f"cannot mask {name!r}: not a Conv2d/Linear (or Conv1d, Conv3d, Conv1D) layer of this model")
         weight = module.weight_orig if is_masked(module) else module.weight
         if tuple(mask.shape) != tuple(weight.shape):
             raise ConfigError(f"mask for {name!r} has shape {tuple(mask.shape)}, the weight {tuple(weight.shape)}")
@@ -125,12 +141,11 @@ def weight_gradients(model: nn.Module, layer_names: list[str], calibration: Cali
     """
     if calibration is None:
         raise ConfigError("gradients are needed here: pass a calibration batch (inputs, targets)")
-    inputs, targets = calibration
     was_training = model.training
     model.eval()
     try:
         with torch.enable_grad():
-            loss = F.cross_entropy(model(inputs), targets)
+            loss = calibration_loss(model, calibration)
             # after this forward each module's ``weight`` is the tensor that produced ``loss``
             weights = [model.get_submodule(name).weight for name in layer_names]
             grads = torch.autograd.grad(loss, weights, allow_unused=True)
@@ -146,7 +161,7 @@ def n_m_incompatible_layers(model: nn.Module, m: int) -> list[str]:
     cannot hold an N:M pattern; the pipeline leaves them dense and says so in the report.
     """
     return [name for name, module in model.named_modules()
-            if isinstance(module, MASKABLE) and module.weight[0].numel() % m]
+            if is_maskable(module) and gemm_view(module, module.weight)[0].numel() % m]
 
 
 class MaskPruner:
@@ -210,12 +225,12 @@ class MaskPruner:
             skipped = set(ignored or []) | set(find_output_layers(model, example_input))
         finally:
             model.train(was_training)
-        layers = [name for name, module in modules.items() if isinstance(module, MASKABLE) and name not in skipped]
+        layers = [name for name, module in modules.items() if is_maskable(module) and name not in skipped]
         if not layers:
-            raise ConfigError(f"{type(model).__name__} has no prunable Conv2d/Linear layer besides its outputs")
+            raise ConfigError(f"{type(model).__name__} has no prunable Conv/Linear layer besides its outputs")
         if self.n_m is not None:
             m = self.n_m[1]
-            misfits = [name for name in layers if modules[name].weight[0].numel() % m]
+            misfits = [name for name in layers if gemm_view(modules[name], modules[name].weight)[0].numel() % m]
             if misfits:
                 raise ConfigError(
                     f"n:m with m={m} needs m to divide in_channels*kh*kw of every pruned layer; {misfits} do not: "
@@ -248,7 +263,9 @@ class MaskPruner:
         alive = {name: int(torch.isfinite(score).sum()) for name, score in scores.items()}
         if self.n_m is not None:
             n, m = self.n_m
-            masks = {name: n_m_mask(score, n, m) & torch.isfinite(score) for name, score in scores.items()}
+            modules = {name: model.get_submodule(name) for name in self.layers}
+            masks = {name: gemm_view(modules[name], n_m_mask(gemm_view(modules[name], score), n, m))
+                     & torch.isfinite(score) for name, score in scores.items()}
         else:
             if self._cost(alive) <= target:
                 return

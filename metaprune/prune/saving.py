@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from metaprune.errors import ModelError, WeightsError
+from metaprune.errors import ConfigError, ModelError, WeightsError
+from metaprune.inputs import ExampleInputs, describe_inputs, inputs_from_description
 from metaprune.prune.plan import PrunePlan
 from metaprune.prune.report import PruneReport
 from metaprune.rundir import (
@@ -44,14 +45,22 @@ def baked_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
             baked[key.removesuffix("_orig")] = tensor * state[key.removesuffix("_orig") + "_mask"]
         else:
             baked[key] = tensor
-    return {key: tensor.detach().contiguous().cpu() for key, tensor in baked.items()}
+    tensors, storages = {}, set()
+    for key, tensor in baked.items():
+        tensor = tensor.detach().contiguous().cpu()
+        pointer = tensor.untyped_storage().data_ptr()
+        # tied weights (an embedding shared with the output layer) are written once per name:
+        # safetensors refuses tensors that share memory, and loading ties them again in the model
+        tensors[key] = tensor.clone() if pointer in storages and tensor.numel() else tensor
+        storages.add(pointer)
+    return tensors
 
 
 def save_run(
     run_dir: str | Path,
     model: nn.Module,
     *,
-    example_input: torch.Tensor,
+    example_input: ExampleInputs,
     history: list[dict[str, Any]] | None = None,
     plan: PrunePlan | None = None,
     report: PruneReport | None = None,
@@ -69,7 +78,8 @@ def save_run(
     architecture = {
         "format": FORMAT_VERSION,
         "model": spec,
-        "input_shape": list(example_input.shape),
+        "input_shape": list(example_input.shape) if isinstance(example_input, torch.Tensor) else None,
+        "inputs": describe_inputs(example_input),
         "history": history or [],
         "metaprune_version": __version__,
     }
@@ -108,7 +118,13 @@ def load_run(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
         if architecture.get("model") is None:
             raise ModelError(f"{run_dir} holds a model outside the registry: pass a dense instance as model=")
         model = create_model_from_spec(architecture["model"])
-    example_input = torch.zeros(architecture["input_shape"])
+    if "inputs" in architecture:
+        try:
+            example_input = inputs_from_description(architecture["inputs"])
+        except ConfigError as error:
+            raise WeightsError(f"{run_dir}: architecture.json has a bad 'inputs' entry: {error}") from error
+    else:  # written before inputs of any structure were recorded
+        example_input = torch.zeros(architecture["input_shape"])
     if architecture["history"]:
         replay(model, example_input, architecture["history"])
     tensors, _ = read_tensors(Path(run_dir) / WEIGHTS_FILE)

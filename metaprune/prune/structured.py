@@ -9,31 +9,55 @@ pruning whose FLOPs are closest to the target, and every group keeps at least
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from metaprune.errors import BudgetError, ConfigError
+from metaprune.errors import BudgetError, ConfigError, PruneError
+from metaprune.inputs import output_signature, run_model
 from metaprune.prune.cost import GroupCostModel
 from metaprune.prune.criteria import Criterion
-from metaprune.prune.groups import ModelGroups, PrunableGroup
+from metaprune.prune.groups import ModelGroups, PrunableGroup, check_forward
 from metaprune.prune.plan import PrunePlan
 
-Calibration = tuple[torch.Tensor, torch.Tensor]
+#: ``(inputs, targets)`` or ``(inputs, targets, loss_fn)``: a batch that gradient criteria score on.
+#: ``inputs`` has any structure :func:`~metaprune.inputs.run_model` accepts; ``loss_fn(output, targets)``
+#: defaults to the cross-entropy of a logits tensor.
+Calibration = tuple
+
+
+def calibration_loss(model: nn.Module, calibration: Calibration | None) -> torch.Tensor:
+    """The loss of ``model`` on a calibration batch, for gradient criteria (Taylor, regrowth)."""
+    if calibration is None:
+        raise ConfigError("this criterion needs gradients: pass a calibration batch (inputs, targets)")
+    if not isinstance(calibration, (tuple, list)) or len(calibration) not in (2, 3):
+        raise ConfigError("a calibration batch is (inputs, targets) or (inputs, targets, loss_fn)")
+    inputs, targets, *rest = calibration
+    output = run_model(model, inputs)
+    if rest and rest[0] is not None:
+        loss = rest[0](output, targets)
+    elif isinstance(output, torch.Tensor):
+        loss = F.cross_entropy(output, targets)
+    else:
+        raise ConfigError(f"gradient criteria need a loss: {type(model).__name__} returns a {type(output).__name__}, "
+                          "not logits; pass loss_fn=callable(output, targets) -> scalar tensor")
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        raise ConfigError("loss_fn must return a scalar tensor")
+    return loss
 
 
 def _accumulate_gradients(model: nn.Module, calibration: Calibration | None) -> None:
-    if calibration is None:
-        raise ConfigError("this criterion needs gradients: pass a calibration batch (inputs, targets)")
-    inputs, targets = calibration
     model.zero_grad(set_to_none=True)
     was_training = model.training
     model.eval()
-    with torch.enable_grad():
-        F.cross_entropy(model(inputs), targets).backward()
-    model.train(was_training)
+    try:
+        with torch.enable_grad():
+            calibration_loss(model, calibration).backward()
+    finally:
+        model.train(was_training)
 
 
 def score_groups(
@@ -58,12 +82,22 @@ def _prunable(groups: ModelGroups, pattern: str) -> list[PrunableGroup]:
     return groups.groups
 
 
+def _steps(groups: ModelGroups) -> torch.Tensor:
+    """Each group's channel granularity (see :attr:`PrunableGroup.step`), 1 where its size no longer divides."""
+    return torch.tensor([float(group.step if groups.current_size(group) % group.step == 0 else 1)
+                         for group in groups.groups], dtype=torch.float64)
+
+
+def _round_up(count: float, step: float) -> float:
+    return math.ceil(count / step) * step
+
+
 def _min_counts(groups: ModelGroups, prunable: list[PrunableGroup], min_keep: float, dense_sizes: dict[str, int]) -> torch.Tensor:
     counts = []
-    for group in groups.groups:
+    for group, step in zip(groups.groups, _steps(groups).tolist()):
         size = groups.current_size(group)
         if group in prunable:
-            counts.append(min(size, max(1, math.ceil(min_keep * dense_sizes.get(group.name, size)))))
+            counts.append(min(size, _round_up(max(1, math.ceil(min_keep * dense_sizes.get(group.name, size))), step)))
         else:
             counts.append(size)
     return torch.tensor(counts, dtype=torch.float64)
@@ -77,14 +111,22 @@ def allocate_global(
     groups: ModelGroups, scores: dict[str, torch.Tensor], criterion: Criterion, cost: GroupCostModel,
     target_flops: float, floor: torch.Tensor,
 ) -> torch.Tensor:
-    """Keep counts from one global ranking of normalised scores, closest to ``target_flops``."""
+    """Keep counts from one global ranking of normalised scores, closest to ``target_flops``.
+
+    A group with channel granularity ``step`` takes part with one score per chunk position
+    (the mean over its chunks), and each of its removals takes ``step`` channels.
+    """
     current = cost.sizes.clone()
+    steps = _steps(groups)
     values, owners = [], []
     for index, group in enumerate(groups.groups):
-        removable = int(current[index] - floor[index])
+        step = int(steps[index])
+        removable = int(current[index] - floor[index]) // step
         if removable <= 0:
             continue
         normalised = criterion.normalize(scores[group.name].to(torch.float64))
+        if step > 1:
+            normalised = normalised.reshape(step, -1).mean(0)
         values.append(torch.sort(normalised).values[:removable])
         owners.append(torch.full((removable,), index, dtype=torch.long))
     if not values:
@@ -93,7 +135,7 @@ def allocate_global(
     owners_sorted = torch.cat(owners)[order]
 
     def counts_after(removed: int) -> torch.Tensor:
-        return current - torch.bincount(owners_sorted[:removed], minlength=len(current)).to(torch.float64)
+        return current - torch.bincount(owners_sorted[:removed], minlength=len(current)).to(torch.float64) * steps
 
     low, high = 0, len(owners_sorted)
     while low < high:
@@ -102,12 +144,13 @@ def allocate_global(
             high = middle
         else:
             low = middle + 1
-    filled = _fill_back(cost, counts_after(low), owners_sorted[:low], target_flops)
+    filled = _fill_back(cost, counts_after(low), owners_sorted[:low], target_flops, steps)
     options = [(cost.flops(counts_after(max(0, low - 1))), counts_after(max(0, low - 1))), (cost.flops(filled), filled)]
     return _closest(options, target_flops)
 
 
-def _fill_back(cost: GroupCostModel, counts: torch.Tensor, removed_owners: torch.Tensor, target_flops: float) -> torch.Tensor:
+def _fill_back(cost: GroupCostModel, counts: torch.Tensor, removed_owners: torch.Tensor, target_flops: float,
+               steps: torch.Tensor) -> torch.Tensor:
     """Give back removed channels, most important first, while FLOPs stay under the target.
 
     A prefix of the global ranking can overshoot by a large step when the next channel
@@ -118,21 +161,23 @@ def _fill_back(cost: GroupCostModel, counts: torch.Tensor, removed_owners: torch
     for owner in reversed(removed_owners.tolist()):
         if target_flops - flops <= 0.002 * target_flops:
             break
-        counts[owner] += 1
+        counts[owner] += steps[owner]
         trial = cost.flops(counts)
         if trial <= target_flops:
             flops = trial
         else:
-            counts[owner] -= 1
+            counts[owner] -= steps[owner]
     return counts
 
 
-def allocate_local(cost: GroupCostModel, target_flops: float, floor: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-    """Keep counts from one keep ratio shared by every group, closest to ``target_flops``."""
+def allocate_local(cost: GroupCostModel, target_flops: float, floor: torch.Tensor, dense: torch.Tensor,
+                   steps: torch.Tensor | None = None) -> torch.Tensor:
+    """Keep counts from one keep ratio shared by every group (in multiples of each group's step)."""
     current = cost.sizes
+    steps = steps if steps is not None else torch.ones_like(current)
 
     def counts_at(ratio: float) -> torch.Tensor:
-        return torch.minimum(torch.maximum(torch.round(ratio * dense), floor), current)
+        return torch.minimum(torch.maximum(torch.round(ratio * dense / steps) * steps, floor), current)
 
     low, high = 0.0, 1.0
     for _ in range(60):
@@ -146,13 +191,41 @@ def allocate_local(cost: GroupCostModel, target_flops: float, floor: torch.Tenso
 
 
 def remove_lowest(groups: ModelGroups, scores: dict[str, torch.Tensor], keep_counts: dict[str, int]) -> None:
-    """Physically remove, in each group, the channels with the lowest scores beyond ``keep_counts``."""
+    """Physically remove, in each group, the channels with the lowest scores beyond ``keep_counts``
+    (in whole chunks for groups with a channel granularity, see :meth:`ModelGroups.removal`)."""
     for group in groups.groups:
         size, keep = groups.current_size(group), keep_counts.get(group.name)
         if keep is None or keep >= size:
             continue
-        order = torch.argsort(scores[group.name], stable=True)
-        groups.remove(group, order[: size - keep].tolist())
+        groups.remove(group, groups.removal(group, scores[group.name], size - keep))
+
+
+def remove_checked(groups: ModelGroups, scores: dict[str, torch.Tensor], keep_counts: dict[str, int]) -> None:
+    """:func:`remove_lowest`, then run the example input through the pruned model.
+
+    If the model no longer runs or returns another output structure or shape, it is
+    restored to its state before the removal and a PruneError names the failing module:
+    structured pruning never hands back a broken model.
+    """
+    model = groups.model
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        expected = output_signature(run_model(model, groups.example_input))
+    model.train(was_training)
+    backup = copy.deepcopy(model)
+    history = len(groups.history)
+    try:
+        remove_lowest(groups, scores, keep_counts)
+        check_forward(model, groups.example_input, expected)
+    except Exception as error:
+        model.__dict__.clear()
+        model.__dict__.update(backup.__dict__)
+        del groups.history[history:]
+        if isinstance(error, PruneError):
+            raise
+        raise PruneError(f"torch-pruning could not remove channels from {type(model).__name__}: "
+                         f"{str(error).splitlines()[0]}; the model was left unchanged") from error
 
 
 def prune_to_flops(
@@ -177,6 +250,10 @@ def prune_to_flops(
     if ranking not in ("global", "local"):
         raise ConfigError(f"unknown ranking {ranking!r}; choose global or local")
     groups = ModelGroups(model, example_input, ignored_layers)
+    if not groups.groups:
+        raise PruneError(f"{type(model).__name__} has no channel group torch-pruning can remove (its layers are not "
+                         "Conv/Linear/attention modules it knows, or all of them make the output); "
+                         "use --pattern unstructured or n:m")
     dense_sizes = dense_sizes or {group.name: groups.current_size(group) for group in groups.groups}
     cost = GroupCostModel(groups)
     prunable = _prunable(groups, pattern)
@@ -192,9 +269,9 @@ def prune_to_flops(
         counts = allocate_global(groups, scores, criterion, cost, target_flops, floor)
     else:
         dense = torch.tensor([float(dense_sizes.get(g.name, groups.current_size(g))) for g in groups.groups])
-        counts = allocate_local(cost, target_flops, floor, dense)
+        counts = allocate_local(cost, target_flops, floor, dense, _steps(groups))
     keep_counts = {group.name: int(count) for group, count in zip(groups.groups, counts)}
-    remove_lowest(groups, scores, keep_counts)
+    remove_checked(groups, scores, keep_counts)
     return groups, keep_counts
 
 
@@ -225,9 +302,12 @@ def apply_plan(
     scores = score_groups(groups, criterion, calibration)
     keep_counts = {}
     for name, ratio in plan.keep_ratios.items():
-        size = groups.current_size(groups.by_name[name])
-        keep_counts[name] = min(size, max(1, math.ceil(plan.min_keep * size), round(ratio * size)))
-    remove_lowest(groups, scores, keep_counts)
+        group = groups.by_name[name]
+        size = groups.current_size(group)
+        step = group.step if size % group.step == 0 else 1
+        keep = max(1, math.ceil(plan.min_keep * size), round(ratio * size))
+        keep_counts[name] = min(size, _round_up(keep, step))
+    remove_checked(groups, scores, keep_counts)
     return groups
 
 

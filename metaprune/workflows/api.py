@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from metaprune.errors import ConfigError, PruneError
 from metaprune.flops import count_flops, count_nonzero_params, count_params, effective_flops
+from metaprune.inputs import ExampleInputs, check_example_inputs
 from metaprune.prune.budget import Budget
 from metaprune.prune.criteria import CRITERIA, check_criterion_options, get_criterion
 from metaprune.prune.report import ModelFigures, PruneReport
@@ -44,12 +45,15 @@ def _loader(data: DataLoader | Dataset | None, batch_size: int, seed: int) -> Da
     return DataLoader(data, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
 
 
-def _calibration(loader: Iterable | None, size: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """Up to ``size`` (inputs, targets) from the first batches of ``loader``."""
+def _calibration(loader: Iterable | None, size: int) -> tuple[Any, Any] | None:
+    """Up to ``size`` (inputs, targets) from the first batches of ``loader`` (the first batch when
+    inputs are not plain tensors, e.g. dicts of token ids)."""
     if loader is None:
         return None
     inputs, targets, count = [], [], 0
     for batch_inputs, batch_targets in loader:
+        if not isinstance(batch_inputs, torch.Tensor):
+            return batch_inputs, batch_targets
         inputs.append(batch_inputs)
         targets.append(batch_targets)
         count += len(batch_inputs)
@@ -58,7 +62,7 @@ def _calibration(loader: Iterable | None, size: int) -> tuple[torch.Tensor, torc
     return torch.cat(inputs)[:size], torch.cat(targets)[:size]
 
 
-def _figures(model: nn.Module, example_inputs: torch.Tensor, val_loader: DataLoader | None, masked: bool) -> ModelFigures:
+def _figures(model: nn.Module, example_inputs: ExampleInputs, val_loader: DataLoader | None, masked: bool) -> ModelFigures:
     flops = effective_flops(model, example_inputs) if masked else count_flops(model, example_inputs)
     accuracy = evaluate(model, val_loader) if val_loader is not None else None
     return ModelFigures(flops=flops, params=count_params(model), nonzero_params=count_nonzero_params(model),
@@ -67,7 +71,7 @@ def _figures(model: nn.Module, example_inputs: torch.Tensor, val_loader: DataLoa
 
 def prune_model(
     model: nn.Module,
-    example_inputs: torch.Tensor,
+    example_inputs: ExampleInputs,
     *,
     budget: float | Budget | None = None,
     speedup: float | None = None,
@@ -83,13 +87,16 @@ def prune_model(
     lr: float | None = None,
     optimizer: str = "sgd",
     batch_size: int = 64,
+    calibration: tuple[Any, Any] | None = None,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
     seed: int = 0,
 ) -> tuple[nn.Module, PruneReport]:
     """Prune a copy of ``model`` to a FLOPs budget and return it with its report (``model`` is untouched).
 
     Args:
         model: a trained classifier (any architecture torch-pruning can trace).
-        example_inputs: a batch of inputs the model accepts (shapes, FLOPs).
+        example_inputs: a batch of inputs the model accepts: a tensor, a tuple of positional inputs
+            or a dict of keyword inputs (e.g. a tokenizer's ``input_ids`` and ``attention_mask``).
         budget: FLOPs ratio to keep (``0 < r <= 1``) or a :class:`Budget`; or give ``speedup``.
         pattern, criterion, criterion_options, ranking, min_keep, n_m: as in ``metaprune prune``
             (:class:`~metaprune.prune.spec.PruningSpec`).
@@ -98,6 +105,10 @@ def prune_model(
         val_data: DataLoader or Dataset to report accuracy before and after.
         finetune_epochs: epochs of fine-tuning on ``train_data`` (0: none).
         lr, optimizer, batch_size: fine-tuning settings (``lr=None``: the fine-tune default).
+        calibration: ``(inputs, targets)`` for gradient criteria when there is no ``train_data``
+            (default: the first batches of ``train_data``).
+        loss_fn: ``loss_fn(output, targets) -> scalar`` for gradient criteria; default: cross-entropy
+            of a logits tensor (pass one for models that return dicts or ``ModelOutput``).
         seed: seed of scoring ties, random criteria and fine-tuning.
 
     Returns:
@@ -111,8 +122,7 @@ def prune_model(
     target = budget if isinstance(budget, Budget) else Budget.from_options(budget, speedup)
     if not isinstance(model, nn.Module):
         raise ConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(example_inputs, torch.Tensor):
-        raise ConfigError(f"example_inputs must be a tensor batch, got {type(example_inputs).__name__}")
+    check_example_inputs(example_inputs)
     if finetune_epochs and train_data is None:
         raise ConfigError("finetune_epochs > 0 needs train_data")
     pruning = PruningSpec(pattern=pattern, criterion=criterion, criterion_options=criterion_options or {},
@@ -129,8 +139,11 @@ def prune_model(
     dense_figures = _figures(dense, example_inputs, val_loader, masked=False)
     scorer = get_criterion(criterion, seed=seed, **pruning.criterion_options)
     pruned, prepare_extra = scorer.prepare(copy.deepcopy(dense), example_inputs, (train_loader, val_loader, val_loader))
+    batch = calibration if calibration is not None else _calibration(train_loader, pruning.calibration_size)
+    if batch is not None and loss_fn is not None:
+        batch = (*batch[:2], loss_fn)
     pruner, pruner_extra = make_pruner(PruneOptions(target, pruning=pruning, latency=False), pruned, example_inputs, scorer,
-                                       _calibration(train_loader, pruning.calibration_size))
+                                       batch)
     pruner.prune_to(pruned, target.flops_ratio)
     if train_loader is not None:
         recalibrate_batchnorm(pruned, train_loader)

@@ -1,15 +1,15 @@
 """Expected FLOPs of the TAS search network and the cost loss with a tolerance band around the budget.
 
-The analytic cost model (:class:`~metaprune.prune.cost.GroupCostModel`) is bilinear in the keep
-ratios: :math:`F = \\sum_\\ell F_\\ell\\,\\rho_{\\mathrm{out}(\\ell)}\\,\\rho_{\\mathrm{in}(\\ell)} + F_{\\mathrm{rest}}`.
-With independent width distributions per group and depth distributions per stage,
+The analytic cost model (:class:`~metaprune.prune.cost.GroupCostModel`) is bilinear in the
+kept widths of each term: :math:`F = \\sum_t F_t X_t Y_t + F_{\\mathrm{rest}}` with
+:math:`X_t = 1 - \\sum_g a_{tg}(1-\\rho_g)` (output side) and :math:`Y_t = 1 - \\sum_g b_{tg}(1-\\rho_g)`
+(input side). With independent width distributions per group and depth distributions per stage,
 
-.. math:: E[F] = \\sum_\\ell F_\\ell\\; P(\\mathrm{block}(\\ell)\\ \\mathrm{runs})\\;
-          E[\\rho_{\\mathrm{out}(\\ell)}\\,\\rho_{\\mathrm{in}(\\ell)}] + F_{\\mathrm{rest}},
+.. math:: E[F] = \\sum_t F_t\\; P(\\mathrm{block}(t)\\ \\mathrm{runs})\\;
+          \\Big(E[X_t]\\,E[Y_t] + \\sum_g a_{tg} b_{tg} \\operatorname{Var}[\\rho_g]\\Big) + F_{\\mathrm{rest}},
 
-where the product's expectation is :math:`E[\\rho_{\\mathrm{out}}]\\,E[\\rho_{\\mathrm{in}}]` for two
-groups and :math:`E[\\rho^2]` when one group sets both sides. For one-hot distributions it is
-the exact FLOPs of the derived network. The architecture loss adds (TAS, Eq. 8)
+the covariance term counting the groups that set both sides of a term. For one-hot
+distributions it is the exact FLOPs of the derived network. The architecture loss adds (TAS, Eq. 8)
 
 .. math:: L_{\\mathrm{cost}} = \\begin{cases} \\log(E[F]/T) & E[F] > (1+t)\\,T \\\\
           -\\log(E[F]/T) & E[F] < (1-t)\\,T \\\\ 0 & \\text{otherwise,} \\end{cases}
@@ -22,19 +22,12 @@ from __future__ import annotations
 import torch
 
 from metaprune.errors import ConfigError
-from metaprune.flops import flops_by_module
-from metaprune.prune.groups import CONV_LINEAR
 from metaprune.search.space import SearchSpace
 
 
 def cost_term_layers(space: SearchSpace) -> list[str]:
     """The layer name of every term of ``space.cost`` (same order as its ``term_flops``)."""
-    modules = dict(space.model.named_modules())
-    names = [name for name, flops in flops_by_module(space.model, space.example_input).items()
-             if flops and (isinstance(modules.get(name), CONV_LINEAR) or name in space.groups.attention)]
-    if len(names) != len(space.cost.term_flops):
-        raise ConfigError("the cost model's terms do not match the model's layers; rebuild the search space")
-    return names
+    return list(space.cost.term_names)
 
 
 class ExpectedCost:
@@ -43,9 +36,9 @@ class ExpectedCost:
     def __init__(self, space: SearchSpace, blocks: list[str] | None = None):
         cost = space.cost
         self.space = space
-        self.term_flops, self.term_out, self.term_in = cost.term_flops, cost.term_out, cost.term_in
-        self.constant = cost.constant
-        self.same_group = (self.term_out == self.term_in) & (self.term_out >= 0)
+        self.term_flops, self.constant = cost.term_flops, cost.constant
+        self.out_weights, self.in_weights = cost.removal_weights()
+        self.shared = self.out_weights * self.in_weights
         layers = cost_term_layers(space)
         prefixes = sorted(blocks or [], key=len, reverse=True)
         self.term_block = [next((block for block in prefixes if layer.startswith(block + ".")), None)
@@ -55,9 +48,10 @@ class ExpectedCost:
                  block_running: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
         """:math:`E[F]` from per-group :math:`E[\\rho]`, :math:`E[\\rho^2]` and per-block running probabilities."""
         one = torch.ones(1, dtype=torch.float64)
-        mean = torch.cat([ratio_mean.double(), one])
-        square = torch.cat([ratio_square.double(), one])
-        products = torch.where(self.same_group, square[self.term_out], mean[self.term_out] * mean[self.term_in])
+        mean, square = ratio_mean.double(), ratio_square.double()
+        out_kept = 1.0 - self.out_weights @ (1.0 - mean)
+        in_kept = 1.0 - self.in_weights @ (1.0 - mean)
+        products = out_kept * in_kept + self.shared @ (square - mean * mean)
         if block_running:
             running = torch.stack([block_running[block].double() if block else one[0] for block in self.term_block])
             products = products * running
