@@ -28,7 +28,7 @@ from metaprune.rundir import (
     save_safetensors,
     write_json,
 )
-from metaprune.train.checkpoint import read_tensors
+from metaprune.train.checkpoint import read_tensors, state_dict_mismatch
 from metaprune.version import __version__
 
 FORMAT_VERSION = 1
@@ -131,5 +131,5 @@ def load_run(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise WeightsError(f"weights in {run_dir} do not fit the architecture: {str(error).splitlines()[0]}") from error
+        raise WeightsError(f"weights in {run_dir} do not fit the architecture: {state_dict_mismatch(error)}") from error
     return model.eval()

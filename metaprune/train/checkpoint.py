@@ -39,11 +39,19 @@ def read_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, A
         raise WeightsError(f"cannot read weights file {path}: it is corrupt or not a safetensors file ({error})") from error
 
 
+def state_dict_mismatch(error: RuntimeError) -> str:
+    """The first concrete mismatch (a size mismatch, missing or unexpected keys) of a ``load_state_dict`` error."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    details = [line for line in lines[1:] if not line.startswith("Error(s)")]
+    return (details or lines or ["unknown mismatch"])[0][:300]
+
+
 def load_state(path: str | Path, model: nn.Module) -> dict[str, Any]:
     """Load weights from ``path`` into ``model`` (strict); returns the stored metadata."""
     tensors, metadata = read_tensors(path)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as error:
-        raise WeightsError(f"weights in {path} do not fit the model: {str(error).splitlines()[0]}") from error
+        raise WeightsError(f"weights in {path} do not fit the {type(model).__name__} model: "
+                           f"{state_dict_mismatch(error)}; save them from this architecture or drop --weights") from error
     return metadata

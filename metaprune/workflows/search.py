@@ -85,6 +85,7 @@ def dense_model(options: SearchOptions, splits: DataSplits, run_dir: Path | None
         return options.task.load_model(source, splits)
     model = train_dense(options.task, options.training, splits, progress=options.progress)
     if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
         save_state(cached, model, {"model": options.task.model, "seed": options.task.seed})
     return model
 
@@ -126,10 +127,10 @@ def run_search(options: SearchOptions, splits: DataSplits | None = None,
     method = get_method(options.method)
     task = options.task
     run_dir = Path(options.out) if options.out else None
-    if run_dir:
-        run_dir.mkdir(parents=True, exist_ok=True)
     splits = splits or task.load_splits()
     dense = dense if dense is not None else dense_model(options, splits, run_dir)
+    if run_dir:  # only once the dense model exists: a bad model or data leaves no empty run directory
+        run_dir.mkdir(parents=True, exist_ok=True)
     example_input = splits.test[0][0].unsqueeze(0)
     calibration = calibration_batch(splits, n=options.calibration_size, seed=task.seed)
     setup = SearchSetup(dense, example_input, options.budget, calibration, options.objective, splits,
