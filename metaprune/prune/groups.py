@@ -210,7 +210,9 @@ class ModelGroups:
             raise PruneError(f"ignored layers not found in the model: {sorted(unknown)}")
         try:
             with torch.enable_grad():
-                self.graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input, verbose=False)
+                # trace from the output's tensors only (a ModelOutput may also hold caches and configs)
+                self.graph = tp.DependencyGraph().build_dependency(
+                    model, example_inputs=example_input, output_transform=output_tensors, verbose=False)
         except Exception as error:  # torch-pruning raises bare exceptions on untraceable models
             raise PruneError(f"cannot trace {type(model).__name__} for structured pruning: {error}") from error
         # The output's channels stay: the layers that make them are never pruned.

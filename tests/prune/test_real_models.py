@@ -228,3 +228,19 @@ def test_masks_cover_hugging_face_conv1d_with_n_m_runs_along_the_inputs():
     dense = MaskPruner(copy.deepcopy(nn.Sequential(Conv1D(32, 16), nn.ReLU(), nn.Linear(32, 10))), x,
                        get_criterion("l1")).dense_flops
     assert effective_flops(model, x) < dense
+
+
+def test_masked_attention_models_keep_training():
+    """nn.MultiheadAttention reads out_proj.weight without calling out_proj: that layer stays dense."""
+    model = AttentionNet()
+    tokens = torch.randn(2, 5, 12)
+    pruner = MaskPruner(model, tokens, get_criterion("l1"))
+    assert "attention.out_proj" not in pruner.layers
+    pruner.prune_to(model, 0.95)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.train()
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(tokens).square().mean().backward()
+        optimizer.step()
+    assert torch.isfinite(model(tokens)).all()
