@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from metaprune.errors import MetapruneError, WeightsError
+from metaprune.errors import ConfigError, MetapruneError, WeightsError
 
 # A pruning run (`metaprune prune --out`).
 PLAN_FILE = "plan.json"
@@ -131,3 +131,55 @@ def read_json(path: str | Path, *, error: type[MetapruneError] = WeightsError, m
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as cause:
         raise error(f"{path} is not valid JSON: {cause}") from cause
+
+
+def check_out_dir(out: str | Path | None, *, overwrite: bool = False, resumable: bool = False) -> Path:
+    """Check a run directory before any work is done, so a job never fails after training for a path.
+
+    Refuses an empty name, a path that is a file or lies under a file, a folder that cannot be
+    created or written, and an existing non-empty folder unless ``overwrite`` (or ``resumable``:
+    a search resumes the study in its folder). Creates nothing.
+
+    Raises:
+        ConfigError: one line naming the path and what to do.
+    """
+    if out is None or not str(out).strip():
+        raise ConfigError("--out needs a folder name (an empty one would write nowhere)")
+    path = Path(out)
+    if len(path.name.encode()) > 255:
+        raise ConfigError(f"--out {str(path)[:60]}...: the folder name is longer than 255 bytes")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder; choose another --out")
+    if path.is_dir() and any(path.iterdir()) and not (overwrite or resumable):
+        raise ConfigError(f"--out {path} already holds a run; pass --overwrite to replace it or choose another --out")
+    ancestor = path
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {path} lies under {ancestor}, which is a file; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {path}: {ancestor} is not writable; choose another --out")
+    return path
+
+
+@contextmanager
+def staged_files(out: str | Path) -> Iterator[Path]:
+    """Yield an empty temporary sibling folder of ``out`` to write a run's files into; on success each
+    file is moved into ``out`` (replacing one of the same name), on failure nothing in ``out`` changes.
+
+    Writing is where a full disk or a crash strikes; the moves that follow are renames on one
+    filesystem. Files of ``out`` that the run does not write (a search's study) are kept.
+    """
+    import shutil
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = temporary_sibling(out)
+    staging.mkdir()
+    try:
+        yield staging
+        out.mkdir(exist_ok=True)
+        for item in sorted(staging.iterdir()):
+            os.replace(item, out / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

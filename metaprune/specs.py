@@ -14,6 +14,7 @@ Specs are frozen: a run never changes its options while it runs.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from metaprune.data import DataSplits
 
 OPTIMIZERS = ("sgd", "adamw")
+#: More epochs than any run here needs: a larger value is a typo that would run for days.
+MAX_EPOCHS = 10_000
 Stage = Literal["dense", "finetune"]
 
 #: Default learning rate per stage and optimiser: SGD with Nesterov momentum for CNNs and
@@ -59,8 +62,11 @@ class TaskSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or self.image_size < 1:
-            raise ConfigError(f"image size must be a positive integer, got {self.image_size!r}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or not 1 <= self.image_size <= 4096:
+            raise ConfigError(f"image size must be an integer in [1, 4096], got {self.image_size!r}")
+        for key, value in dict(self.model_kwargs).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"model option {key} must be a finite number, got {value}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ConfigError(f"seed must be an integer, got {self.seed!r}")
         object.__setattr__(self, "model_kwargs", dict(self.model_kwargs))  # a private copy (picklable)
@@ -102,15 +108,15 @@ class TrainingSpec:
     batch_size: int = 64
 
     def __post_init__(self) -> None:
-        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or self.epochs < 0:
+        if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or not 0 <= self.epochs <= MAX_EPOCHS:
             flag = "--epochs" if self.stage == "dense" else "--finetune-epochs"
-            raise ConfigError(f"{flag} must be an integer >= 0, got {self.epochs!r}")
+            raise ConfigError(f"{flag} must be an integer >= 0 (at most {MAX_EPOCHS}), got {self.epochs!r}")
         if self.stage not in DEFAULT_LR:
             raise ConfigError(f"unknown training stage {self.stage!r}; choose one of {', '.join(DEFAULT_LR)}")
         if self.optimizer is not None and self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-        if self.lr is not None and not self.lr > 0:
-            raise ConfigError(f"learning rate must be > 0, got {self.lr}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a finite number > 0, got {self.lr}")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise ConfigError(f"batch size must be a positive integer, got {self.batch_size!r}")
 

@@ -24,12 +24,24 @@ from metaprune.search.space import TOLERANCE, SearchSpace
 SAMPLERS: Registry[Callable[[int], object]] = Registry("sampler")
 
 
+#: More trials than any search here needs; a larger count is a typo that would run for weeks.
+MAX_TRIALS = 100_000
+#: More parallel workers than one machine or a modest cluster offers.
+MAX_WORKERS = 1024
+
+
 def check_search_options(trials: int, workers: int, sampler: str) -> None:
-    """ConfigError unless ``trials >= 1``, ``workers >= 1`` and ``sampler`` is one of :data:`SAMPLERS`."""
-    if trials < 1:
-        raise ConfigError(f"--trials must be >= 1, got {trials}")
-    if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+    """ConfigError unless trials and workers are integers in range and ``sampler`` is registered.
+
+    ``1 <= trials <= MAX_TRIALS``, ``1 <= workers <= MAX_WORKERS``, ``sampler`` one of :data:`SAMPLERS`.
+    """
+    for flag, value, most in (("--trials", trials, MAX_TRIALS), ("--workers", workers, MAX_WORKERS)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{flag} must be an integer, got {value!r}")
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+        if value > most:
+            raise ConfigError(f"{flag} must be <= {most}, got {value}")
     SAMPLERS.get(sampler)
 
 

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from metaprune.cli import options
-from metaprune.errors import MetapruneError
+from metaprune.errors import ConfigError, MetapruneError
 
 app = typer.Typer(
     name="metaprune", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -84,6 +84,7 @@ def prune(
     seed: options.Seed = 0,
     latency: Annotated[bool, typer.Option(help="Measure CPU latency.")] = True,
     out: options.Out = "runs/prune",
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Prune a model to a FLOPs budget, fine-tune it, and write plan.json, report.json, model.safetensors, report.png."""
     from metaprune.prune.budget import Budget
@@ -92,7 +93,10 @@ def prune(
     from metaprune.workflows.prune import PruneOptions, run_prune
 
     recipe = PrunePlan.load(plan) if plan else None
-    if recipe is not None and budget is None and speedup is None:
+    if recipe is not None:
+        if budget is not None or speedup is not None:
+            raise ConfigError("--plan brings its own budget (the FLOPs ratio it was made for): drop --budget/--speedup, "
+                              "or search a new plan for the new budget")
         budget = recipe.flops_ratio or 1.0
     training, finetune = options.training_specs(epochs, finetune_epochs, lr, finetune_lr, optimizer, batch_size)
     job = PruneOptions(
@@ -103,7 +107,8 @@ def prune(
                             criterion_options={} if metanet is None else {"metanet": metanet}, ranking=ranking,
                             schedule=schedule, steps=steps, min_keep=min_keep, n_m=options.parse_n_m(n_m),
                             recalibrate_bn=recalibrate_bn),
-        distill=distill, recipe=recipe, latency=latency, out=out, command="metaprune " + shlex.join(_invocation),
+        distill=distill, recipe=recipe, latency=latency, out=out, overwrite=overwrite,
+        command="metaprune " + shlex.join(_invocation),
     )
     dense = _load_dense(weights, job.task) if weights else None
     result = run_prune(job, dense_model=dense)
@@ -199,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
         code = app(args=argv, standalone_mode=False)  # click returns, not raises, exit codes in this mode
     except MetapruneError as error:
         typer.echo(f"error: {error}", err=True)
+        raise SystemExit(1) from None
+    except OSError as error:  # a path that cannot be read or written: name it and the reason, no traceback
+        where = f"{error.filename}: " if error.filename else ""
+        typer.echo(f"error: {where}{error.strerror or error}", err=True)
         raise SystemExit(1) from None
     except (typer.Exit, SystemExit) as stop:
         raise SystemExit(getattr(stop, "exit_code", getattr(stop, "code", 0))) from None

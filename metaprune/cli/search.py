@@ -44,6 +44,7 @@ def search(
     finetune_epochs: options.FinetuneEpochs = 4,
     finetune_lr: options.FinetuneLr = None,
     progress: options.Progress = True,
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Search per-layer keep ratios under a FLOPs budget; writes best_plan.json, trials.csv, pareto.png."""
     from metaprune.prune.budget import Budget
@@ -56,7 +57,7 @@ def search(
         task=options.task_spec(model, width, data, data_root, image_size, seed), training=training,
         finetune=finetune, pruning=PruningSpec(min_keep=min_keep), trials=trials, objective=objective,
         sampler=sampler, out=out, study=study, storage=storage, workers=workers, address=address, weights=weights,
-        prune=prune, progress=progress,
+        prune=prune, progress=progress, overwrite=overwrite,
     )
     result, pruned = run_search(job)
     console = Console()

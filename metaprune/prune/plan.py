@@ -10,9 +10,22 @@ from typing import Any
 import yaml
 
 from metaprune.errors import ConfigError
+from metaprune.schemas import Fraction, StrictModel, validate
 
 PATTERNS = ("channel", "head", "unstructured", "n:m")
 RANKINGS = ("global", "local")
+
+
+class PlanSchema(StrictModel):
+    """The fields of a plan file, typed (checked before a :class:`PrunePlan` is built)."""
+
+    pattern: str
+    keep_ratios: dict[str, Fraction] = {}
+    criterion: str = "group_l2"
+    ranking: str = "global"
+    min_keep: Fraction = 0.1
+    n_m: tuple[int, int] | None = None
+    flops_ratio: Fraction | None = None
 
 
 @dataclass
@@ -59,19 +72,19 @@ class PrunePlan:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PrunePlan:
-        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+    def from_dict(cls, data: dict[str, Any], source: str = "plan") -> PrunePlan:
+        """Inverse of :meth:`to_dict`; unknown keys, wrong types and non-finite numbers are an error
+        naming ``source`` and the field."""
         if not isinstance(data, dict):
             raise ConfigError(f"a plan must be a mapping, got {type(data).__name__}")
         known = set(cls.__dataclass_fields__)
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"unknown plan fields {sorted(unknown)}; known: {sorted(known)}")
-        data = dict(data)
-        if data.get("n_m") is not None:
-            data["n_m"] = tuple(data["n_m"])
-        data["keep_ratios"] = {str(k): float(v) for k, v in (data.get("keep_ratios") or {}).items()}
-        return cls(**data)
+        fields = validate(PlanSchema, data, source)
+        return cls(pattern=fields.pattern, keep_ratios=dict(fields.keep_ratios), criterion=fields.criterion,
+                   ranking=fields.ranking, min_keep=fields.min_keep,
+                   n_m=tuple(fields.n_m) if fields.n_m is not None else None, flops_ratio=fields.flops_ratio)
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON (``.json``) or YAML (``.yaml``/``.yml``)."""
@@ -90,8 +103,13 @@ class PrunePlan:
         if not path.is_file():
             raise ConfigError(f"plan file not found: {path}")
         try:
-            text = path.read_text()
+            text = path.read_bytes().decode("utf-8")
             data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
-        except (yaml.YAMLError, json.JSONDecodeError) as error:
-            raise ConfigError(f"plan file {path} is not valid {path.suffix[1:].upper()}: {error}") from error
-        return cls.from_dict(data)
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"plan file {path} is not UTF-8 text (byte {error.start})") from None
+        except (yaml.YAMLError, json.JSONDecodeError, RecursionError) as error:
+            first = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(f"plan file {path} is not valid {path.suffix[1:].upper() or 'JSON'}: {first}") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read plan file {path}: {error.strerror or error}") from None
+        return cls.from_dict(data, source=f"plan file {path}")

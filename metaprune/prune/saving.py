@@ -10,9 +10,10 @@ save, so a pruned model needs nothing from metaprune to run once loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from metaprune.errors import ConfigError, ModelError, WeightsError
@@ -28,6 +29,7 @@ from metaprune.rundir import (
     save_safetensors,
     write_json,
 )
+from metaprune.schemas import StrictModel, validate
 from metaprune.train.checkpoint import read_tensors, state_dict_mismatch
 from metaprune.version import __version__
 
@@ -101,7 +103,26 @@ def read_architecture(run_dir: str | Path) -> dict[str, Any]:
                              missing=f"{path} is missing: is {run_dir} a metaprune run directory?")
     if not isinstance(architecture, dict) or architecture.get("format") != FORMAT_VERSION:
         raise WeightsError(f"{path} has an unknown format; expected format {FORMAT_VERSION}")
+    validate(ArchitectureSchema, architecture, str(path), WeightsError)
     return architecture
+
+
+class ModelSpecSchema(StrictModel):
+    """A registry (or factory-reference) model spec: its name and constructor arguments."""
+
+    name: str
+    kwargs: dict[str, Any] = {}
+
+
+class ArchitectureSchema(StrictModel):
+    """``architecture.json``: how to rebuild a pruned model around its weights."""
+
+    format: int
+    model: ModelSpecSchema | None
+    input_shape: list[Annotated[int, Field(ge=0, le=1 << 20)]] | None = None
+    inputs: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = []
+    metaprune_version: str = ""
 
 
 def load_run(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:

@@ -6,12 +6,16 @@ vocabulary that prune, search and meta-training compose (see :mod:`metaprune.spe
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from metaprune.errors import ConfigError
 from metaprune.prune.plan import PATTERNS, RANKINGS
+
+#: Pruning rounds of iterative schedules: more than this is a typo (each round fine-tunes).
+MAX_STEPS = 100
 
 
 @dataclass(frozen=True)
@@ -46,13 +50,14 @@ class PruningSpec:
             raise ConfigError(f"unknown pattern {self.pattern!r}; choose one of {', '.join(PATTERNS)}")
         if self.ranking not in RANKINGS:
             raise ConfigError(f"unknown ranking {self.ranking!r}; choose one of {', '.join(RANKINGS)}")
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-            raise ConfigError(f"--steps must be a positive integer, got {self.steps!r}")
-        object.__setattr__(self, "criterion_options", dict(self.criterion_options))
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError(f"--steps must be an integer in [1, {MAX_STEPS}], got {self.steps!r}")
+        if not (isinstance(self.min_keep, (int, float)) and math.isfinite(self.min_keep) and 0 < self.min_keep <= 1):
+            raise ConfigError(f"--min-keep must be in (0, 1], got {self.min_keep}")
         object.__setattr__(self, "n_m", tuple(self.n_m))
-
-    def with_pattern(self, pattern: str) -> PruningSpec:
-        """The same spec with another pattern (a re-applied plan brings its own)."""
-        from dataclasses import replace
-
-        return replace(self, pattern=pattern)
+        n, m = self.n_m
+        if not (isinstance(n, int) and isinstance(m, int) and 0 < n < m <= 64):
+            raise ConfigError(f"--n-m needs whole numbers 0 < n < m <= 64, got {n}:{m}")
+        if not 1 <= self.calibration_size <= 100_000:
+            raise ConfigError(f"calibration size must be in [1, 100000], got {self.calibration_size}")
+        object.__setattr__(self, "criterion_options", dict(self.criterion_options))

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from metaprune.errors import ConfigError, PruneError
+from metaprune.errors import ConfigError
 from metaprune.flops import count_flops, count_nonzero_params, count_params, effective_flops
 from metaprune.inputs import ExampleInputs, check_example_inputs
 from metaprune.prune.budget import Budget
@@ -31,10 +31,7 @@ from metaprune.prune.spec import PruningSpec
 from metaprune.specs import TrainingSpec
 from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
 from metaprune.version import __version__
-from metaprune.workflows.prune import PruneOptions, load_plugins, make_pruner
-
-#: Relative FLOPs error within which a structured or unstructured result meets its budget.
-BUDGET_TOLERANCE = 0.02
+from metaprune.workflows.prune import PruneOptions, check_budget_met, load_plugins, make_pruner
 
 
 def _loader(data: DataLoader | Dataset | None, batch_size: int, seed: int) -> DataLoader | None:
@@ -160,8 +157,5 @@ def prune_model(
         wall_time_s=time.perf_counter() - start, seed=seed, command="metaprune.prune_model",
         metaprune_version=__version__, extra={**pruner_extra, **prepare_extra},
     )
-    achieved = pruned_figures.flops / max(1, dense_figures.flops)
-    if pattern != "n:m" and abs(achieved - target.flops_ratio) > BUDGET_TOLERANCE * target.flops_ratio:
-        raise PruneError(f"pruned model keeps {achieved:.4f} of the FLOPs for a budget of {target.flops_ratio:.4f} "
-                         f"(beyond ±{BUDGET_TOLERANCE:.0%}); lower min_keep or use a finer pattern (unstructured)")
+    check_budget_met(report)
     return pruned, report

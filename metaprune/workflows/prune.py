@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from metaprune.data import DataSplits, calibration_batch, make_loaders
-from metaprune.errors import ConfigError
+from metaprune.errors import ConfigError, PruneError
 from metaprune.flops import count_flops, count_nonzero_params, count_params, effective_flops, measure_latency
 from metaprune.prune.budget import Budget
 from metaprune.prune.criteria import CRITERIA, Criterion, check_criterion_options, get_criterion
@@ -25,7 +25,7 @@ from metaprune.prune.report import ModelFigures, PruneReport, plot_report
 from metaprune.prune.saving import save_run
 from metaprune.prune.schedules import get_schedule
 from metaprune.prune.spec import PruningSpec
-from metaprune.rundir import REPORT_PLOT_FILE
+from metaprune.rundir import REPORT_PLOT_FILE, check_out_dir, staged_files
 from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
 from metaprune.version import __version__
@@ -53,7 +53,8 @@ class PruneOptions:
         distill: fine-tune with knowledge distillation from the dense model.
         recipe: a saved structured plan to re-apply instead of allocating (its pattern wins).
         latency: measure CPU latency in the report.
-        out: run directory to write (none: nothing is written).
+        out: run directory to write (none: nothing is written); an existing non-empty one is an error
+            unless ``overwrite`` (or ``into_existing``: a search writing its best plan's run beside its study).
         command: the reproducing command recorded in the report.
         extra: free-form figures copied into the report.
     """
@@ -67,10 +68,14 @@ class PruneOptions:
     recipe: PrunePlan | None = None
     latency: bool = True
     out: str | None = None
+    overwrite: bool = False
+    into_existing: bool = False
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.out is not None:
+            check_out_dir(self.out, overwrite=self.overwrite or self.into_existing)
         if self.training.stage != "dense" or self.finetune.stage != "finetune":
             raise ConfigError("training must be a TrainingSpec.dense(...) and finetune a TrainingSpec.finetune(...)")
         if self.pruning.criterion not in CRITERIA:
@@ -217,8 +222,30 @@ def run_prune(
         extra={**options.extra, **pruner_extra, **prepare_extra,
                **({"before_finetune": before_finetune} if before_finetune else {})},
     )
+    check_budget_met(report)
     run_dir = None
     if options.out:
-        run_dir = save_run(options.out, model, example_input=example_input, history=history, plan=plan, report=report)
-        plot_report(report, run_dir / REPORT_PLOT_FILE)
+        with staged_files(options.out) as staging:  # a failure keeps the previous files of --out intact
+            save_run(staging, model, example_input=example_input, history=history, plan=plan, report=report)
+            plot_report(report, staging / REPORT_PLOT_FILE)
+        run_dir = Path(options.out)
     return PruneResult(model, dense, report, plan, history, run_dir)
+
+
+#: Relative FLOPs error within which a pruned model meets its budget (the engine's promise).
+BUDGET_TOLERANCE = 0.02
+
+
+def check_budget_met(report: PruneReport) -> None:
+    """PruneError unless the pruned model's FLOPs are within :data:`BUDGET_TOLERANCE` of the budget.
+
+    N:M patterns are exempt: their cost is fixed by ``n/m`` whatever the budget says.
+    """
+    if report.pattern == "n:m":
+        return
+    target = report.budget["flops_ratio"]
+    achieved = report.pruned.flops / max(1, report.dense.flops)
+    if abs(achieved - target) > BUDGET_TOLERANCE * target:
+        raise PruneError(f"the pruned model keeps {achieved:.4f} of the FLOPs for a budget of {target:.4f} "
+                         f"(beyond ±{BUDGET_TOLERANCE:.0%}); lower min_keep (--min-keep), use a finer pattern, "
+                         "or choose a budget the model can reach")

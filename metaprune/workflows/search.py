@@ -17,6 +17,7 @@ from typing import Any
 from torch import nn
 
 from metaprune.data import DataSplits, calibration_batch
+from metaprune.errors import ConfigError
 from metaprune.prune.budget import Budget
 from metaprune.prune.spec import PruningSpec
 from metaprune.rundir import (
@@ -25,10 +26,13 @@ from metaprune.rundir import (
     PARETO_PLOT_FILE,
     SEARCH_SUMMARY_FILE,
     TRIALS_FILE,
+    WEIGHTS_FILE,
+    check_out_dir,
     write_json,
 )
 from metaprune.search.methods import SearchContext, SearchResult, check_search_options, get_method
 from metaprune.search.objective import SearchSetup, check_objective
+from metaprune.search.optuna_search import check_storage
 from metaprune.search.space import check_min_keep
 from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import save_state
@@ -63,6 +67,7 @@ class SearchOptions:
     calibration_size: int = 64
     prune: bool = False
     progress: bool = True
+    overwrite: bool = False
 
     def __post_init__(self) -> None:
         """Check every option before any data is loaded or any model trained."""
@@ -70,23 +75,77 @@ class SearchOptions:
         check_objective(self.objective)
         check_search_options(self.trials, self.workers, self.sampler)
         check_min_keep(self.pruning.min_keep)
+        if self.out is not None:
+            check_search_out(self.out, prune=self.prune, overwrite=self.overwrite)
+        if self.storage is not None:
+            check_storage(self.storage)
 
     def prune_options(self, **changes: Any) -> PruneOptions:
-        """The matching :class:`PruneOptions` (dense training, and pruning the best plan)."""
+        """The matching :class:`PruneOptions` (dense training, and pruning the best plan into the search's folder)."""
         return PruneOptions(budget=self.budget, task=self.task, training=self.training, finetune=self.finetune,
-                            pruning=self.pruning, **changes)
+                            pruning=self.pruning, into_existing=True, **changes)
+
+
+#: Files that mark a folder as a search's: a rerun with the same --out resumes it.
+SEARCH_MARKERS = (DENSE_WEIGHTS_FILE, SEARCH_SUMMARY_FILE, "optuna.journal")
+
+
+def check_search_out(out: str, *, prune: bool, overwrite: bool) -> None:
+    """ConfigError for an --out a search must not write into: check_out_dir's rules, where a folder
+    holding a search resumes, unless ``--prune`` would replace a pruned run already there."""
+    out = check_out_dir(out, overwrite=True)  # empty names, files, unwritable places
+    is_search = out.is_dir() and any((out / marker).exists() for marker in SEARCH_MARKERS)
+    check_out_dir(out, overwrite=overwrite, resumable=is_search)
+    if prune and not overwrite and (out / WEIGHTS_FILE).exists():
+        raise ConfigError(f"--out {out} already holds a pruned model; pass --overwrite to replace it with the "
+                          "best plan's, or choose another --out")
 
 
 def dense_model(options: SearchOptions, splits: DataSplits, run_dir: Path | None) -> nn.Module:
-    """``--weights`` if given, else the cached dense weights of the run directory, else a freshly trained model."""
+    """``--weights`` if given, else the cached dense weights of the run directory, else a freshly trained model.
+
+    The cache records the recipe that made it (model and its options, data, image size, seed,
+    epochs, optimiser, learning rate, batch size; not the data's folder) and is reused only
+    for the same recipe. Another recipe is refused rather than retrained over: the run
+    directory's study was scored on the cached model, and resuming it on another would mix the
+    two. A fresh model is cached atomically, so a killed run leaves no torn cache.
+
+    Raises:
+        WeightsError: the cache was made by another recipe, records none, or is unreadable.
+    """
+    import json
+
+    from metaprune.errors import WeightsError
+    from metaprune.rundir import atomic_path
+    from metaprune.train.checkpoint import read_tensors
+
+    if options.weights:
+        return options.task.load_model(Path(options.weights), splits)
+    task, training = options.task, options.training
+    recipe = json.loads(json.dumps({
+        "model": task.model, "model_kwargs": dict(task.model_kwargs), "data": task.data, "image_size": task.image_size,
+        "seed": task.seed, "epochs": training.epochs, "optimizer": training.optimizer_for(task.model),
+        "lr": training.lr_for(task.model), "batch_size": training.batch_size}, default=str))
     cached = run_dir / DENSE_WEIGHTS_FILE if run_dir else None
-    source = Path(options.weights) if options.weights else cached
-    if source is not None and source.is_file():
-        return options.task.load_model(source, splits)
-    model = train_dense(options.task, options.training, splits, progress=options.progress)
+    if cached is not None and (cached.exists() or cached.is_symlink()):
+        if not cached.is_file():
+            raise WeightsError(f"{cached} is not a file; remove it or choose another --out")
+        try:
+            _, metadata = read_tensors(cached)
+        except WeightsError as error:
+            raise WeightsError(f"{error}; delete it to retrain the dense model") from error
+        stored = metadata.get("recipe") if isinstance(metadata, dict) else None
+        changes = ("it records no recipe (an earlier version wrote it)" if not isinstance(stored, dict) else
+                   ", ".join(f"{key} {stored.get(key)!r} now {value!r}"
+                             for key, value in recipe.items() if stored.get(key) != value))
+        if changes:
+            raise WeightsError(f"{cached} was trained with another recipe ({changes}); rerun with the same options, "
+                               "choose another --out, or delete it to retrain")
+        return task.load_model(cached, splits)
+    model = train_dense(task, training, splits, progress=options.progress)
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        save_state(cached, model, {"model": options.task.model, "seed": options.task.seed})
+        with atomic_path(cached) as partial:
+            save_state(partial, model, {"recipe": recipe})
     return model
 
 

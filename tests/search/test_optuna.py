@@ -7,16 +7,19 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 from search_helpers import calibration, small_model
 
 from metaprune.errors import SearchError
 from metaprune.prune.budget import Budget
 from metaprune.search import TOLERANCE, SearchContext, SearchSetup, get_allocator
-from metaprune.search.optuna_search import BASELINES, JOURNAL, open_study, optuna_search
+from metaprune.search import optuna_search as optuna_module
+from metaprune.search.optuna_search import BASELINES, JOURNAL, check_storage, open_study, optuna_search
 
 
 def make_context(run_dir, budget: float = 0.5, **options) -> SearchContext:
@@ -154,13 +157,14 @@ def _study_trials(run_dir, name: str) -> list[optuna.trial.FrozenTrial]:
 
 
 def test_a_killed_search_resumes_with_no_lost_or_duplicated_trials(tmp_path):
+    """Killed mid-trial, with a relative --out and the journal lock a kill mid-append leaves: the rerun completes."""
     trials, run_dir = 24, tmp_path / "run"
     command = [sys.executable, "-m", "metaprune.cli", "search", "--budget", "0.5", "--model", "resnet20", "--epochs", "1",
                "--method", "optuna", "--objective", "distortion", "--trials", str(trials), "--study", "s",
-               "--out", str(run_dir), "--no-progress"]
+               "--out", "run", "--no-progress"]  # relative to cwd: a lock's relative target once dangled
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     with (tmp_path / "first.log").open("w") as log:
-        first = subprocess.Popen(command, env=environment, stdout=log, stderr=log)
+        first = subprocess.Popen(command, env=environment, stdout=log, stderr=log, cwd=tmp_path)
         try:  # SIGKILL once 6 trials are complete: nearly always in the middle of the next one
             deadline = time.monotonic() + 90
             while sum(t.state == TrialState.COMPLETE for t in _study_trials(run_dir, "s")) < 6:
@@ -174,9 +178,14 @@ def test_a_killed_search_resumes_with_no_lost_or_duplicated_trials(tmp_path):
     done_before = {t.number: (t.params, t.values) for t in before if t.state == TrialState.COMPLETE}
     zombies = [t.number for t in before if t.state == TrialState.RUNNING]
     assert len(done_before) < trials
+    lock = run_dir / f"{JOURNAL}.lock"
+    if not lock.exists():  # what a kill during an append leaves (the kill above nearly always lands mid-trial)
+        lock.touch()
 
-    second = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
+    started = time.monotonic()
+    second = subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert second.returncode == 0, second.stderr
+    assert time.monotonic() - started < 100 and not lock.exists()
 
     after = _study_trials(run_dir, "s")
     complete = [t for t in after if t.state == TrialState.COMPLETE]
@@ -206,3 +215,120 @@ def test_a_trial_killed_between_its_attribute_writes_is_left_out_of_the_records(
     done.set_user_attr("flops_ratio", 0.5)
     study.tell(done, 1.0)
     assert [(record.number, record.state) for record in _records(study)] == [(1, "COMPLETE")]
+
+
+def _complete(run_dir) -> list[optuna.trial.FrozenTrial]:
+    return [trial for trial in journal_study(run_dir).trials if trial.state == TrialState.COMPLETE]
+
+
+@pytest.mark.timeout(60)
+def test_a_dangling_relative_lock_left_by_a_kill_does_not_stop_the_rerun(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    run_dir = Path("runs/s1")
+    optuna_search(make_context(run_dir, trials=3))
+    lock = run_dir / f"{JOURNAL}.lock"
+    os.symlink(str(run_dir / JOURNAL), lock)  # what a kill mid-append left: runs/s1/optuna.journal.lock -> runs/s1/...
+    assert lock.is_symlink() and not lock.exists()  # relative to the link's folder: it dangles
+    started = time.monotonic()
+    resumed = optuna_search(make_context(run_dir, trials=5))
+    assert time.monotonic() - started < 30
+    assert sum(trial.state == "COMPLETE" for trial in resumed.trials) == 5 and not lock.is_symlink()
+
+
+@pytest.mark.timeout(60)
+def test_a_stale_lock_file_is_cleared_after_the_grace_period(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(optuna_module, "JOURNAL_LOCK_GRACE_S", 3)
+    optuna_search(make_context(Path("run"), trials=2))
+    lock = tmp_path / "run" / f"{JOURNAL}.lock"
+    lock.touch()  # a writer killed while holding the lock
+    started = time.monotonic()
+    optuna_search(make_context(Path("run"), trials=4))
+    assert 3 <= time.monotonic() - started < 30 and not lock.exists()
+    assert len(_complete(tmp_path / "run")) == 4
+
+
+def test_a_line_torn_by_a_kill_is_cut_before_the_next_append(tmp_path):
+    optuna_search(make_context(tmp_path, trials=3))
+    journal = tmp_path / JOURNAL
+    intact = journal.read_bytes()
+    with journal.open("ab") as handle:
+        handle.write(b'{"op_code": 5, "worker_id": "x", "trial_id": 2, "us')  # the kill came mid-write
+    optuna_search(make_context(tmp_path, trials=5))
+    assert journal.read_bytes().startswith(intact) and journal.read_bytes().endswith(b"\n")
+    assert len(_complete(tmp_path)) == 5  # the whole journal reads back
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs."""
+
+
+def _kill_after_enqueueing(monkeypatch, count: int) -> None:
+    calls, enqueue = [], optuna.Study.enqueue_trial
+
+    def enqueue_then_die(study, *args, **kwargs):
+        if len(calls) == count:
+            raise _Killed
+        calls.append(1)
+        return enqueue(study, *args, **kwargs)
+    monkeypatch.setattr(optuna.Study, "enqueue_trial", enqueue_then_die)
+
+
+def test_baselines_a_killed_creator_never_enqueued_run_on_resume(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        _kill_after_enqueueing(patch, 2)
+        with pytest.raises(_Killed):
+            optuna_search(make_context(tmp_path, trials=6))
+    assert [t.user_attrs["source"] for t in journal_study(tmp_path).trials] == list(BASELINES[:2])
+    optuna_search(make_context(tmp_path, trials=6))
+    sources = sorted(trial.user_attrs.get("source", "optuna") for trial in _complete(tmp_path))
+    assert sources == sorted([*BASELINES, "optuna", "optuna"])  # dp and global_magnitude ran, each once
+
+
+def test_on_a_database_missing_baselines_wait_for_a_young_study_s_creator(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path}/study.db"
+    with monkeypatch.context() as patch:
+        _kill_after_enqueueing(patch, 1)
+        with pytest.raises(_Killed):
+            optuna_search(make_context(tmp_path, trials=5, storage=url, study="db"))
+
+    def sources() -> list[str]:
+        trials = optuna.load_study(study_name="db", storage=url).trials
+        return sorted(trial.user_attrs.get("source", "optuna") for trial in trials)
+    open_study(make_context(tmp_path, trials=5, storage=url, study="db"))  # its creator may still be enqueueing
+    assert sources() == ["uniform"]
+    monkeypatch.setattr(optuna_module, "BASELINE_ENQUEUE_GRACE_S", 0.0)  # ... not any more: it was killed
+    optuna_search(make_context(tmp_path, trials=5, storage=url, study="db"))
+    assert sources() == sorted([*BASELINES, "optuna"])
+
+
+def test_resuming_on_other_dense_weights_is_refused(tmp_path):
+    optuna_search(make_context(tmp_path, trials=4))
+    other = make_context(tmp_path, trials=6)
+    with torch.no_grad():
+        next(other.setup.model.parameters()).add_(1.0)
+    with pytest.raises(SearchError, match="other dense weights"):
+        optuna_search(other)
+
+
+@pytest.mark.parametrize("case", ["directory", "under a file", "not a journal", "no newline"])
+def test_a_storage_that_cannot_hold_a_journal_is_one_search_error(tmp_path, case):
+    text = "precious" if case == "no newline" else "not a journal\n"  # never cut as a torn line
+    (tmp_path / "file").write_text(text)
+    storage = {"directory": tmp_path, "under a file": tmp_path / "file" / "study.journal"}.get(case, tmp_path / "file")
+    expected = {"directory": "is a directory", "under a file": "is not a directory"}.get(case, "not an Optuna journal")
+    with pytest.raises(SearchError, match=expected) as error:
+        optuna_search(make_context(tmp_path / "run", trials=2, storage=str(storage)))
+    assert str(storage) in str(error.value) and "\n" not in str(error.value)
+    assert (tmp_path / "file").read_text() == text
+    if case in ("directory", "under a file"):
+        with pytest.raises(SearchError, match=expected):
+            check_storage(str(storage))  # checked before any training, too
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_storage_is_one_search_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(SearchError, match="not writable"):
+        optuna_search(make_context(tmp_path / "run", trials=2, storage=str(locked / "study.journal")))

@@ -62,6 +62,8 @@ def test_prune_fine_tunes_the_best_plan_like_metaprune_prune(uniform_run, tmp_pa
         (["--budget", "0.5", "--method", "optuna", "--sampler", "random"], "unknown sampler 'random'"),
         (["--budget", "0.5", "--trials", "0"], "--trials must be >= 1"),
         (["--budget", "0.5", "--workers", "0"], "--workers must be >= 1"),
+        (["--budget", "0.5", "--trials", "100001"], "--trials must be <= 100000"),
+        (["--budget", "0.5", "--workers", "100000"], "--workers must be <= 1024"),
         (["--budget", "0.5", "--min-keep", "0"], "--min-keep must be in (0, 1]"),
         (["--budget", "0.005", "--method", "uniform", "--epochs", "0"], "raise the budget or lower --min-keep"),
     ],
@@ -69,4 +71,11 @@ def test_prune_fine_tunes_the_best_plan_like_metaprune_prune(uniform_run, tmp_pa
 def test_bad_options_get_one_clear_error_line(args, expected, tmp_path, capsys):
     code, _, err = run_cli(["search", *args, "--out", str(tmp_path / "run"), *TINY], capsys)
     _assert_one_error_line(code, err, expected)
+    assert "Traceback" not in err
+
+
+def test_a_storage_that_is_a_directory_is_one_error_line(tmp_path, capsys):
+    code, _, err = run_cli(["search", "--budget", "0.5", "--method", "optuna", "--trials", "2", "--epochs", "0",
+                            "--storage", str(tmp_path), "--out", str(tmp_path / "run"), *TINY], capsys)
+    _assert_one_error_line(code, err, f"--storage {tmp_path} is a directory")
     assert "Traceback" not in err
