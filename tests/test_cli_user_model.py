@@ -140,8 +140,20 @@ def test_the_zoo_refuses_a_factory_reference_without_importing_it(user_run, tmp_
     architecture = json.loads((run / "architecture.json").read_text())
     architecture["model"]["name"] = f"{evil}:make_net"
     (run / "architecture.json").write_text(json.dumps(architecture))
-    publish(run, tmp_path / "zoo", "mine")
+    with pytest.raises(ZooError, match="only registry models can be loaded from the zoo"):
+        publish(run, tmp_path / "zoo", "mine")
+    # what a malicious zoo would serve anyway: an index naming that run
+    from metaprune.zoo.download import sha256_file
+    from metaprune.zoo.registry import Entry, FileRecord, write_index
+
     index = tmp_path / "zoo" / "index.json"
+    files = tuple(FileRecord(path.name, sha256_file(path), path.stat().st_size)
+                  for path in sorted(run.iterdir()) if path.is_file())
+    write_index(index, [Entry(name="mine", task="image-classification", architecture="mine", dataset="digits",
+                              pattern="channel", flops={"dense": 2, "pruned": 1}, params={"dense": 2, "pruned": 1},
+                              metrics={"dense": {"test_accuracy": 0.5}, "pruned": {"test_accuracy": 0.5}},
+                              files=files, recipe={"plan": {}, "command": "metaprune prune"}, license="MIT",
+                              metaprune_version="0", base_url=run.as_uri() + "/")])
     with pytest.raises(ZooError, match="only registry models can be loaded from the zoo"):
         load_entry("mine", index=index)
     with pytest.raises(ZooError, match="only registry models can be loaded from the zoo"):

@@ -7,7 +7,9 @@ Layout under :func:`~metaprune.zoo.settings.cache_root`::
     indexes/<hash>.json          copies of remote indexes, for offline use
 
 Every pull re-checks size and sha256 of the cached files: a file is trusted only after it has
-been verified in this call.
+been verified in this call. The cache may be shared with other users or processes, so it is read
+without following links: a symlink or a non-file where a cached file, a ``.part`` file or a lock
+file should be is refused with a :class:`ZooError` (never followed, truncated or appended to).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from metaprune.errors import ChecksumError, ZooError
-from metaprune.zoo.download import download_file, file_matches
+from metaprune.zoo.download import check_regular_or_absent, download_file, file_matches
 from metaprune.zoo.names import check_entry_name, safe_join
 from metaprune.zoo.registry import Entry, load_index
 from metaprune.zoo.settings import cache_root, is_offline
@@ -36,6 +38,7 @@ def cache_lock(key: str) -> FileLock:
     """An inter-process lock named ``key`` (a safe name), kept in the cache so it never litters a zoo folder."""
     lock_path = cache_root() / "locks" / f"{check_entry_name(key)}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
+    check_regular_or_absent(lock_path)  # filelock opens it with O_NOFOLLOW too; this names the problem
     return FileLock(lock_path, timeout=LOCK_TIMEOUT_S)
 
 
@@ -51,7 +54,7 @@ def _pull_files(entry: Entry, offline: bool, progress: bool | None) -> Path:
     missing = []
     for record in entry.files:
         dest = safe_join(directory, record.name)
-        if dest.is_file():
+        if check_regular_or_absent(dest):
             if file_matches(dest, record.sha256, record.size):
                 continue
             if offline:
@@ -114,7 +117,7 @@ def verify_files(name: str, *, index: str | Path | None = None) -> dict[str, str
         status = {}
         for record in entry.files:
             path = safe_join(directory, record.name)
-            if not path.is_file():
+            if not check_regular_or_absent(path):
                 status[record.name] = "missing"
             else:
                 status[record.name] = "ok" if file_matches(path, record.sha256, record.size) else "mismatch"

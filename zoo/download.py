@@ -5,6 +5,11 @@ request (a server that answers ``200`` instead of ``206`` restarts the file from
 when the whole ``.part`` file has the expected size and sha256 is it moved onto ``dest`` with
 ``os.replace``, so ``dest`` is either absent or verified; a checksum mismatch deletes the
 partial file and raises :class:`ChecksumError`.
+
+The cache may be shared, so nothing in it is followed blindly: ``.part`` files are opened with
+``O_NOFOLLOW`` and must be regular files, and a ``dest`` that is a symlink or not a regular file
+is refused (:func:`check_regular_or_absent`). A planted ``<file>.part -> ~/.bashrc`` therefore
+raises :class:`ZooError` instead of truncating or appending to its target.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import hashlib
 import http.client
 import os
 import shutil
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -41,18 +47,72 @@ class _Interrupted(Exception):
     """The stream ended before the expected number of bytes arrived."""
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)  # opening a planted FIFO must not block
+
+
+def check_regular_or_absent(path: Path) -> bool:
+    """True if ``path`` is a regular file, False if nothing is there; :class:`ZooError` for a symlink or non-file.
+
+    Uses ``lstat``, so a symlink is reported as such and never followed.
+    """
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISLNK(mode):
+        raise ZooError(f"{path} is a symlink where the zoo cache expects a plain file; refusing to follow it "
+                       "(delete it if you did not put it there)")
+    if not stat.S_ISREG(mode):
+        raise ZooError(f"{path} is not a regular file where the zoo cache expects one; delete it to pull again")
+    return True
+
+
+def open_regular(path: Path, flags: int) -> BinaryIO:
+    """``path`` opened with ``flags`` plus ``O_NOFOLLOW``, checked with ``fstat`` to be a regular file.
+
+    Raises:
+        ZooError: ``path`` is a symlink, a FIFO, a folder or another non-file.
+    """
+    mode = {os.O_RDONLY: "rb", os.O_WRONLY: "wb"}[flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR)]
+    try:
+        descriptor = os.open(path, flags | _NOFOLLOW | _NONBLOCK, 0o644)
+    except OSError as error:
+        if os.path.islink(path):
+            raise ZooError(f"{path} is a symlink where the zoo cache expects a plain file; refusing to follow it "
+                           "(delete it if you did not put it there)") from error
+        raise
+    stream = os.fdopen(descriptor, mode)
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        stream.close()
+        raise ZooError(f"{path} is not a regular file where the zoo cache expects one; delete it to pull again")
+    return stream
+
+
+def _sha256_stream(stream: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(CHUNK_BYTES):
-            digest.update(chunk)
+    while chunk := stream.read(CHUNK_BYTES):
+        digest.update(chunk)
     return digest.hexdigest()
 
 
+def sha256_file(path: Path, *, follow_symlinks: bool = True) -> str:
+    """Hex sha256 of a file, read in chunks (``follow_symlinks=False``: refuse a symlink or non-file)."""
+    if not follow_symlinks:
+        with open_regular(path, os.O_RDONLY) as stream:
+            return _sha256_stream(stream)
+    with path.open("rb") as stream:
+        return _sha256_stream(stream)
+
+
 def file_matches(path: Path, sha256: str, size: int) -> bool:
-    """True when ``path`` has exactly ``size`` bytes and the given sha256 (size is checked first: cheap)."""
-    return path.stat().st_size == size and sha256_file(path) == sha256
+    """True when the regular file ``path`` has exactly ``size`` bytes and the given sha256 (size first: cheap).
+
+    Raises:
+        ZooError: ``path`` is a symlink or not a regular file.
+    """
+    check_regular_or_absent(path)
+    return path.stat().st_size == size and sha256_file(path, follow_symlinks=False) == sha256
 
 
 @contextmanager
@@ -100,13 +160,14 @@ def _progress(label: str, total: int, done: int, enabled: bool) -> Iterator[Call
 
 def _fetch_into(url: str, part: Path, size: int, show_progress: bool) -> int:
     """Append the rest of ``url`` to ``part``; returns the offset it resumed from (0 = fresh)."""
-    start = part.stat().st_size if part.exists() else 0
+    start = part.stat().st_size if check_regular_or_absent(part) else 0
     if start > size:
         start = 0
     if start == size and size:
         return start
     with _open_from(url, start) as (stream, offset):
-        with part.open("ab" if offset else "wb") as out, _progress(part.stem, size, offset, show_progress) as advance:
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if offset else os.O_TRUNC)
+        with open_regular(part, flags) as out, _progress(part.stem, size, offset, show_progress) as advance:
             written = offset
             while written < size and (chunk := stream.read(min(CHUNK_BYTES, size - written))):
                 out.write(chunk)
@@ -140,6 +201,8 @@ def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int 
     url = resolve_hf(url)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    check_regular_or_absent(dest)
+    check_regular_or_absent(part)
     show_progress = size >= PROGRESS_MIN_BYTES if progress is None else progress
     for attempt in range(retries + 1):
         try:
@@ -153,7 +216,7 @@ def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int 
         except ChecksumError:
             part.unlink(missing_ok=True)
             raise
-    if sha256_file(part) != sha256:
+    if sha256_file(part, follow_symlinks=False) != sha256:
         part.unlink()
         if resumed_from:  # the old partial bytes may be what was wrong: one clean attempt
             return download_file(url, dest, sha256=sha256, size=size, retries=retries, progress=progress)

@@ -29,43 +29,126 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import field_validator, model_validator
+
 from metaprune.errors import ZooError
 from metaprune.rundir import write_text
 from metaprune.zoo.loaders import entry_kind, entry_patterns
 from metaprune.zoo.names import check_entry_name, check_file_name
+from metaprune.zoo.schemas import NonNegativeInt, Strict, parse_json_bytes, read_regular_file, validate
 from metaprune.zoo.settings import cache_root, index_location, is_offline
-from metaprune.zoo.urls import is_remote, join_url, local_path, location_url
+from metaprune.zoo.urls import check_file_source, is_remote, join_url, local_path, location_url
 
 SCHEMA_VERSION = 1
+MAX_INDEX_BYTES = 16 << 20
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _INDEX_TIMEOUT_S = 30.0
+_READ_CHUNK = 1 << 16
 
 
-def _field(data: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
-    """``data[key]`` checked for presence and type, with an error naming where it sits."""
-    if key not in data:
-        raise ZooError(f"{where}: missing required field {key!r}")
-    value = data[key]
-    # bool is an int subclass, but True is never a valid size or FLOPs count.
-    if not isinstance(value, kind) or (isinstance(value, bool) and bool not in _as_tuple(kind)):
-        expected = " or ".join(t.__name__ for t in _as_tuple(kind))
-        raise ZooError(f"{where}: field {key!r} must be {expected}, got {type(value).__name__}")
-    return value
+class FileSchema(Strict):
+    """One ``files`` item of an index entry."""
+
+    name: str
+    sha256: str
+    size: NonNegativeInt
+    url: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return _as_value_error(check_file_name, name)
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex_digest(cls, digest: str) -> str:
+        digest = digest.lower()
+        if not _SHA256.match(digest):
+            raise ValueError("must be 64 hex digits")
+        return digest
 
 
-def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
+class DensePruned(Strict):
+    """A ``{"dense": n, "pruned": n}`` pair of counts."""
+
+    dense: NonNegativeInt
+    pruned: NonNegativeInt
 
 
-def _dense_pruned_ints(data: dict[str, Any], key: str, where: str) -> dict[str, int]:
-    pair = _field(data, key, dict, where)
-    return {side: _non_negative(_field(pair, side, int, f"{where}.{key}"), f"{where}.{key}.{side}") for side in ("dense", "pruned")}
+class RecipeSchema(Strict):
+    """How the entry was made: the plan and the command."""
+
+    plan: dict[str, Any]
+    command: str
 
 
-def _non_negative(value: int, where: str) -> int:
-    if value < 0:
-        raise ZooError(f"{where} must be >= 0, got {value}")
-    return value
+class EntrySchema(Strict):
+    """One entry of an index."""
+
+    name: str
+    task: str
+    architecture: str
+    dataset: str
+    pattern: str
+    flops: DensePruned
+    params: DensePruned
+    metrics: dict[str, dict[str, float]]
+    files: list[FileSchema]
+    recipe: RecipeSchema
+    license: str
+    metaprune_version: str
+    base_url: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, name: str) -> str:
+        return _as_value_error(check_entry_name, name)
+
+    @field_validator("pattern")
+    @classmethod
+    def _known_pattern(cls, pattern: str) -> str:
+        if pattern not in entry_patterns():
+            raise ValueError(f"pattern must be one of {entry_patterns()}, got {pattern!r}")
+        return pattern
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EntrySchema:
+        missing = [side for side in ("dense", "pruned") if side not in self.metrics]
+        if missing:
+            raise ValueError(f"metrics lacks {missing}")
+        _check_unique([record.name for record in self.files], "duplicate file name")
+        if self.base_url is None and any(record.url is None for record in self.files):
+            raise ValueError("every file needs a 'url' unless the entry has a 'base_url'")
+        if entry_kind(self.pattern).verifiable:
+            accuracy = self.metrics["pruned"].get("test_accuracy")
+            if accuracy is None:
+                raise ValueError("metrics.pruned lacks test_accuracy, which `zoo verify` checks")
+            if not 0.0 <= accuracy <= 1.0:
+                raise ValueError(f"metrics.pruned.test_accuracy must be in [0, 1], got {accuracy}")
+        return self
+
+
+class IndexHeader(Strict):
+    """The top level of an index, checked before its entries (so a newer schema gets a clear message)."""
+
+    schema_version: int
+    entries: list[Any]
+
+
+def _as_value_error(check: Any, value: str) -> str:
+    """Run a name check that raises ZooError, as a pydantic validator (which wants ValueError)."""
+    try:
+        return check(value)
+    except ZooError as error:
+        raise ValueError(str(error)) from None
+
+
+def _check_unique(names: list[str], message: str) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise ValueError(f"{message} {name!r}")
+        seen.add(name)
 
 
 @dataclass(frozen=True)
@@ -78,17 +161,14 @@ class FileRecord:
     url: str | None = None
 
     @classmethod
+    def from_schema(cls, data: FileSchema) -> FileRecord:
+        """The record of a validated ``files`` item."""
+        return cls(name=data.name, sha256=data.sha256, size=data.size, url=data.url)
+
+    @classmethod
     def from_dict(cls, data: Any, where: str) -> FileRecord:
-        """Validate one ``files`` item of the index."""
-        if not isinstance(data, dict):
-            raise ZooError(f"{where}: each file must be an object with name, sha256 and size")
-        name = check_file_name(_field(data, "name", str, where))
-        digest = _field(data, "sha256", str, where).lower()
-        if not _SHA256.match(digest):
-            raise ZooError(f"{where}: sha256 of {name!r} must be 64 hex digits, got {digest!r}")
-        size = _non_negative(_field(data, "size", int, where), f"{where}.size")
-        url = _field(data, "url", str, where) if "url" in data else None
-        return cls(name=name, sha256=digest, size=size, url=url)
+        """Validate one ``files`` item of an index (``where`` names it in errors)."""
+        return cls.from_schema(validate(FileSchema, data, where))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to an index."""
@@ -118,44 +198,26 @@ class Entry:
     index_url: str = field(default="", compare=False)
 
     @classmethod
+    def from_schema(cls, data: EntrySchema, raw: dict[str, Any], index_url: str) -> Entry:
+        """The entry of a validated index item (``raw`` is the same item as parsed, for the free-form parts)."""
+        entry = cls(
+            name=data.name, task=data.task, architecture=data.architecture, dataset=data.dataset,
+            pattern=data.pattern, flops=data.flops.model_dump(), params=data.params.model_dump(),
+            metrics={side: dict(figures) for side, figures in data.metrics.items()},
+            files=tuple(FileRecord.from_schema(record) for record in data.files),
+            recipe=raw["recipe"], license=data.license, metaprune_version=data.metaprune_version,
+            base_url=data.base_url, index_url=index_url,
+        )
+        for record in entry.files:  # an index may only name files where it is allowed to (see urls.check_file_source)
+            entry.url_of(record)
+        return entry
+
+    @classmethod
     def from_dict(cls, data: Any, index_url: str) -> Entry:
         """Validate one index entry; ``index_url`` is where relative URLs are resolved from."""
-        if not isinstance(data, dict):
-            raise ZooError("index: each entry must be a JSON object")
-        where = f"index entry {data.get('name', '?')!r}"
-        name = check_entry_name(_field(data, "name", str, where))
-        pattern = _field(data, "pattern", str, where)
-        if pattern not in entry_patterns():
-            raise ZooError(f"{where}: pattern must be one of {entry_patterns()}, got {pattern!r}")
-        files = tuple(FileRecord.from_dict(item, f"{where} file") for item in _field(data, "files", list, where))
-        _check_unique([record.name for record in files], f"{where}: duplicate file name")
-        base_url = _field(data, "base_url", str, where) if "base_url" in data else None
-        if base_url is None and any(record.url is None for record in files):
-            raise ZooError(f"{where}: every file needs a 'url' unless the entry has a 'base_url'")
-        recipe = _field(data, "recipe", dict, where)
-        _field(recipe, "command", str, f"{where}.recipe")
-        _field(recipe, "plan", dict, f"{where}.recipe")
-        metrics = _field(data, "metrics", dict, where)
-        for side in ("dense", "pruned"):
-            for metric, value in _field(metrics, side, dict, f"{where}.metrics").items():
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    raise ZooError(f"{where}.metrics.{side}.{metric} must be a number, got {value!r}")
-        return cls(
-            name=name,
-            task=_field(data, "task", str, where),
-            architecture=_field(data, "architecture", str, where),
-            dataset=_field(data, "dataset", str, where),
-            pattern=pattern,
-            flops=_dense_pruned_ints(data, "flops", where),
-            params=_dense_pruned_ints(data, "params", where),
-            metrics=metrics,
-            files=files,
-            recipe=recipe,
-            license=_field(data, "license", str, where),
-            metaprune_version=_field(data, "metaprune_version", str, where),
-            base_url=base_url,
-            index_url=index_url,
-        )
+        name = data.get("name", "?") if isinstance(data, dict) else "?"
+        schema = validate(EntrySchema, data, f"index entry {name!r}")
+        return cls.from_schema(schema, data, index_url)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form written to an index (``index_url`` is where it was read, so it is left out)."""
@@ -171,9 +233,11 @@ class Entry:
         return data
 
     def url_of(self, record: FileRecord) -> str:
-        """Absolute URL of one of this entry's files."""
+        """Absolute URL of one of this entry's files (refused if the index may not name it: see :mod:`urls`)."""
         relative = record.url if record.url is not None else (self.base_url or "") + record.name
-        return join_url(self.index_url, relative)
+        url = join_url(self.index_url, relative)
+        check_file_source(self.index_url, url, f"entry {self.name!r} file {record.name!r}")
+        return url
 
     def file(self, name: str) -> FileRecord:
         """The record of the file called ``name``."""
@@ -181,14 +245,6 @@ class Entry:
             if record.name == name:
                 return record
         raise ZooError(f"entry {self.name!r} has no file {name!r}; it has {[r.name for r in self.files]}")
-
-
-def _check_unique(names: list[str], message: str) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise ZooError(f"{message} {name!r}")
-        seen.add(name)
 
 
 @dataclass(frozen=True)
@@ -210,20 +266,31 @@ class Index:
         raise ZooError(f"no zoo entry named {name!r} in index {self.url}; {hint}")
 
 
-def parse_index(text: str, url: str) -> Index:
-    """Parse and validate the JSON text of an index read from ``url``."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ZooError(f"index {url} is not valid JSON: {error}") from error
-    if not isinstance(data, dict):
-        raise ZooError(f"index {url} must be a JSON object with 'schema_version' and 'entries'")
-    version = _field(data, "schema_version", int, f"index {url}")
-    if version != SCHEMA_VERSION:
-        raise ZooError(f"index {url} has schema_version {version}; this metaprune reads version {SCHEMA_VERSION}")
-    entries = tuple(Entry.from_dict(item, url) for item in _field(data, "entries", list, f"index {url}"))
-    _check_unique([entry.name for entry in entries], f"index {url}: duplicate entry name")
-    return Index(entries=entries, url=url)
+def parse_index(text: str | bytes, url: str) -> Index:
+    """Parse and validate the JSON text (or bytes) of an index read from ``url``.
+
+    Raises:
+        ZooError: over :data:`MAX_INDEX_BYTES`, not JSON (bad UTF-8, too deeply nested), another
+            schema version, or an entry that breaks the schema (one line naming the field).
+    """
+    source = f"index {url}"
+    if len(text) > MAX_INDEX_BYTES:
+        raise ZooError(f"{source} is over the limit of {MAX_INDEX_BYTES:,} bytes")
+    data = parse_json_bytes(text, source)
+    header = validate(IndexHeader, data, source)
+    if header.schema_version != SCHEMA_VERSION:
+        raise ZooError(f"{source} has schema_version {header.schema_version}; "
+                       f"this metaprune reads version {SCHEMA_VERSION}")
+    entries = []
+    for position, item in enumerate(header.entries):
+        name = item.get("name") if isinstance(item, dict) else None
+        where = f"{source}: entries[{position}]" + (f" ({name!r})" if isinstance(name, str) else "")
+        entries.append(Entry.from_schema(validate(EntrySchema, item, where), item, url))
+    names = [entry.name for entry in entries]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ZooError(f"{source}: duplicate entry name {duplicates[0]!r}")
+    return Index(entries=tuple(entries), url=url)
 
 
 def index_to_json(entries: list[Entry] | tuple[Entry, ...]) -> str:
@@ -241,34 +308,50 @@ def _cached_index_path(url: str) -> Path:
     return cache_root() / "indexes" / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.json"
 
 
-def _read_remote_index(url: str, offline: bool) -> str:
-    """Text of a remote index: fetched and cached when online, read from the cache when offline."""
+def _bounded_read(response: Any, url: str, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``response``, read in chunks; a longer answer is refused, never buffered."""
+    declared = response.headers.get("Content-Length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ZooError(f"index {url} is {int(declared):,} bytes, over the limit of {limit:,}")
+    chunks, total = [], 0
+    while chunk := response.read(min(_READ_CHUNK, limit + 1 - total)):
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > limit:
+            raise ZooError(f"index {url} is over the limit of {limit:,} bytes")
+    return b"".join(chunks)
+
+
+def _read_remote_index(url: str, offline: bool) -> bytes:
+    """Bytes of a remote index: fetched (bounded) and cached when online, read from the cache when offline."""
     cached = _cached_index_path(url)
     if offline:
-        if not cached.exists():
+        if not cached.exists() and not cached.is_symlink():
             raise ZooError(f"offline mode: index {url} has never been fetched, so it is not in the cache "
                            f"{cached.parent}; fetch it once online or point METAPRUNE_INDEX to a local file")
-        return cached.read_text(encoding="utf-8")
+        return read_regular_file(cached, MAX_INDEX_BYTES, "cached index")
     try:
         with urllib.request.urlopen(url, timeout=_INDEX_TIMEOUT_S) as response:
-            text = response.read().decode("utf-8")
+            raw = _bounded_read(response, url, MAX_INDEX_BYTES)
     except (urllib.error.URLError, OSError) as error:
         raise ZooError(f"cannot fetch index {url}: {error}; set METAPRUNE_OFFLINE=1 to use the cached copy") from error
-    write_text(cached, text)
-    return text
+    parse_index(raw, url)  # only a valid index is cached for offline use
+    write_text(cached, raw.decode("utf-8"))
+    return raw
 
 
 def load_index(index: str | Path | None = None, *, offline: bool | None = None) -> Index:
     """Load and validate an index from a path or URL (default: ``$METAPRUNE_INDEX`` or the packaged one)."""
     url = location_url(index_location(index))
     if is_remote(url):
-        text = _read_remote_index(url, is_offline(offline))
+        raw = _read_remote_index(url, is_offline(offline))
     else:
         path = local_path(url)
         if not path.is_file():
             raise ZooError(f"index file {path} does not exist; check the path or METAPRUNE_INDEX")
-        text = path.read_text(encoding="utf-8")
-    return parse_index(text, url)
+        # A local index is the user's own choice (unlike files in the cache): a symlink to it is followed.
+        raw = read_regular_file(path.resolve(), MAX_INDEX_BYTES, "index file")
+    return parse_index(raw, url)
 
 
 def list_entries(task: str | None = None, pattern: str | None = None, *, index: str | Path | None = None,

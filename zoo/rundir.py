@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from metaprune.errors import ZooError
-from metaprune.rundir import REPORT_FILE, read_json
+from metaprune.rundir import REPORT_FILE
 from metaprune.zoo.loaders import DEFAULT_KIND, entry_kind, entry_patterns
+from metaprune.zoo.schemas import MAX_JSON_BYTES, ReportFile, parse_json_bytes, read_regular_file, validate
 
-REPORT_KEYS = ("model", "dataset", "pattern", "budget", "dense", "pruned", "layer_keep_ratios", "command")
-SIDE_KEYS = ("flops", "params", "test_accuracy")
+REPORT_KEYS = tuple(name for name, field in ReportFile.model_fields.items() if field.is_required())
 
 
 def run_files(run_dir: Path) -> list[Path]:
@@ -34,33 +34,43 @@ def run_files(run_dir: Path) -> list[Path]:
 
 
 def _declared_pattern(run_dir: Path) -> str | None:
-    """The pattern named by ``report.json``, or None when it cannot be read (read_report says why later)."""
-    try:
-        return read_json(run_dir / REPORT_FILE, error=ZooError).get("pattern")
-    except (ZooError, AttributeError):
+    """The pattern named by ``report.json``; None when there is no report or it names none (read_report says why).
+
+    Raises:
+        ZooError: the report is not readable JSON (one line naming it).
+    """
+    path = run_dir / REPORT_FILE
+    if not path.exists() and not path.is_symlink():
         return None
+    report = _read_json(path)
+    pattern = report.get("pattern") if isinstance(report, dict) else None
+    return pattern if isinstance(pattern, str) else None
+
+
+def _read_json(path: Path) -> Any:
+    return parse_json_bytes(read_regular_file(path, MAX_JSON_BYTES, "report"), str(path))
 
 
 def check_report(report: Any, source: str) -> dict[str, Any]:
-    """Validate the keys of a ``report.json`` the zoo relies on; returns it unchanged."""
+    """Validate a ``report.json`` against :class:`~metaprune.zoo.schemas.ReportFile`; returns it unchanged.
+
+    Raises:
+        ZooError: one line naming ``source`` and the first field that is missing or wrong.
+    """
     if not isinstance(report, dict):
         raise ZooError(f"{source} must hold a JSON object")
     missing = [key for key in REPORT_KEYS if key not in report]
     if missing:
         raise ZooError(f"{source} lacks keys {missing}; write it with metaprune.prune.saving.save_run")
-    for side in ("dense", "pruned"):
-        absent = [key for key in SIDE_KEYS if key not in report[side]]
-        if absent:
-            raise ZooError(f"{source}: '{side}' lacks {absent}")
+    validate(ReportFile, report, source)
     if report["pattern"] not in entry_patterns():
         raise ZooError(f"{source}: pattern {report['pattern']!r} is not one of {entry_patterns()}")
-    if not isinstance(report["layer_keep_ratios"], dict):
-        raise ZooError(f"{source}: 'layer_keep_ratios' must map layer names to keep ratios")
     return report
 
 
 def read_report(directory: Path) -> dict[str, Any]:
-    """Read and validate ``directory/report.json``."""
+    """Read (bounded, no symlinks followed inside a zoo cache) and validate ``directory/report.json``."""
     path = Path(directory) / REPORT_FILE
-    report = read_json(path, error=ZooError, missing=f"{path} does not exist; is {directory} a metaprune run directory?")
-    return check_report(report, str(path))
+    if not path.exists() and not path.is_symlink():
+        raise ZooError(f"{path} does not exist; is {directory} a metaprune run directory?")
+    return check_report(_read_json(path), str(path))

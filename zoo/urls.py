@@ -4,6 +4,11 @@
 ``https://huggingface.co/owner/repo/resolve/main/path/in/repo``.  A relative URL is resolved
 against the location of the index that holds it (a folder on disk or a URL), so a published
 zoo folder can be moved or served over HTTP unchanged.
+
+Where an index may send the client (:func:`check_file_source`): a local index (a file the user
+chose) may name any supported URL; an index fetched from the network may only name files under its
+own origin (same scheme, host and port) or explicit ``https://`` / ``hf://`` URLs, never a
+``file://`` path on the user's machine nor plain ``http://`` on another host.
 """
 
 from __future__ import annotations
@@ -61,3 +66,23 @@ def local_path(url: str) -> Path:
     if parsed.scheme != "file":
         raise ZooError(f"{url!r} is not a file:// URL")
     return Path(url2pathname(parsed.path))
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parsed = urlparse(url)
+    return parsed.scheme, parsed.netloc.lower()
+
+
+def check_file_source(index_url: str, file_url: str, what: str) -> None:
+    """Refuse ``file_url`` (already resolved against ``index_url``) if an index from ``index_url`` may not name it.
+
+    Raises:
+        ZooError: a remote index names a ``file://`` URL, another scheme, or plain ``http://`` on another origin.
+    """
+    if not is_remote(index_url):
+        return
+    scheme = urlparse(file_url).scheme
+    if scheme == "https" or _origin(file_url) == _origin(resolve_hf(index_url)):
+        return
+    raise ZooError(f"index {index_url} names {what} at {file_url!r}: an index fetched from the network may only "
+                   "name files under its own origin or explicit https:// / hf:// URLs, never local files")

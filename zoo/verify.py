@@ -11,14 +11,15 @@ and its FLOPs, and compares both with the card:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from metaprune.errors import ZooError
-from metaprune.rundir import ARCHITECTURE_FILE, read_json
+from metaprune.rundir import ARCHITECTURE_FILE
 from metaprune.zoo.cache import pull_entry
-from metaprune.zoo.loaders import entry_kind
+from metaprune.zoo.loaders import check_registry_model, entry_kind
 from metaprune.zoo.registry import load_index
 from metaprune.zoo.rundir import read_report
 from metaprune.zoo.settings import is_offline
@@ -36,8 +37,9 @@ class Tolerance:
     flops_fraction: float = 0.01
 
     def __post_init__(self) -> None:
-        if self.accuracy_points < 0 or self.flops_fraction < 0:
-            raise ZooError(f"tolerances must be >= 0, got {self}")
+        for name, value in (("accuracy_points", self.accuracy_points), ("flops_fraction", self.flops_fraction)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ZooError(f"tolerance {name} must be a finite number >= 0, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -85,11 +87,20 @@ def load_entry(name: str, *, offline: bool | None = None, index: str | Path | No
 
 def _image_size(directory: Path) -> int:
     path = directory / ARCHITECTURE_FILE
-    architecture: Any = read_json(path, error=ZooError)
-    try:
-        return int(architecture["model"]["kwargs"]["image_size"])
-    except (KeyError, TypeError) as error:
-        raise ZooError(f"{path} does not record model.kwargs.image_size") from error
+    architecture = check_registry_model(directory)
+    size = architecture.model.kwargs.get("image_size") if architecture.model is not None else None
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0:
+        raise ZooError(f"{path}: field model.kwargs.image_size must be a positive integer, got {size!r}")
+    return size
+
+
+def load_test_splits(directory: Path, report: dict[str, Any], data_root: str | Path | None) -> Any:
+    """The dataset of a run's ``report`` at the run's image size, split with the report's seed (as measured)."""
+    from metaprune.data import load_dataset
+
+    seed = report.get("seed")
+    options: dict[str, Any] = {"image_size": _image_size(directory), "seed": seed if isinstance(seed, int) else 0}
+    return load_dataset(report["dataset"], data_root, **options)
 
 
 def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | None = None,
@@ -104,7 +115,7 @@ def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | Non
     Returns:
         A :class:`VerifyResult`; ``result.passed`` says whether the card holds.
     """
-    from metaprune.data import load_dataset, make_loaders
+    from metaprune.data import make_loaders
     from metaprune.flops import count_flops, effective_flops
     from metaprune.train.loops import evaluate
 
@@ -114,8 +125,7 @@ def verify(name: str, *, tolerance: Tolerance | None = None, offline: bool | Non
     directory = pull_entry(entry, offline=offline)
     report = read_report(directory)
     model = kind.load(directory)
-    options: dict[str, Any] = {"image_size": _image_size(directory), "seed": int(report.get("seed", 0))}
-    splits = load_dataset(report["dataset"], data_root, **options)
+    splits = load_test_splits(directory, report, data_root)
     test_loader = make_loaders(splits, batch_size=batch_size)[2]
     example_input = splits.test[0][0].unsqueeze(0)
     flops_of = effective_flops if entry.pattern in SPARSE_PATTERNS else count_flops

@@ -6,8 +6,10 @@
     metaprune diffusion prune --teacher runs/dd-teacher --budget 0.6 --out runs/dd-aptp
     metaprune diffusion sample "two digits: 3 and 7" --model runs/dd-aptp --out grid.png
 
-Every :class:`MetapruneError` (a budget outside (0, 1], a missing run directory, an unknown
-prompt form) is one ``error: ...`` line on stderr and exit status 1.
+Every :class:`MetapruneError` (a budget outside (0, 1], a non-finite or out-of-range number, an
+output path that cannot be written, a missing or corrupt run directory, an unknown prompt form)
+is one ``error: ...`` line on stderr and exit status 1. ``prune`` refuses a non-empty ``--out``
+unless ``--overwrite`` is given; ``teacher`` resumes the teacher run in its ``--out``.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ import typer
 
 from metaprune.cli import options
 from metaprune.cli.zoo import one_line_errors
-from metaprune.errors import ConfigError
 
 app = typer.Typer(help="Prompt-routed pruning (APTP) of a diffusers UNet on the digits text-to-image task.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -56,6 +57,7 @@ def prune(
     = 4.0,
     seed: Annotated[int, typer.Option(help="Seed of the predictor and fine-tuning (the data split is the teacher's).")]
     = 0,
+    overwrite: options.Overwrite = False,
 ) -> None:
     """Train the architecture predictor, slice and fine-tune one expert per code, save the pipeline."""
     from metaprune.diffusion.aptp import APTPConfig
@@ -65,7 +67,7 @@ def prune(
         config = APTPConfig(budget=budget, num_codes=codes, stage1_steps=stage1_steps, stage2_steps=stage2_steps,
                             joint_finetune=joint, min_mac_ratio=min_mac_ratio, guidance_weight=guidance_weight,
                             seed=seed)
-        report = prune_diffusion_teacher(teacher, out, config)
+        report = prune_diffusion_teacher(teacher, out, config, overwrite=overwrite)
         typer.echo(f"{codes} experts at MAC ratios {[round(r, 3) for r in report['expert_mac_ratio']]} -> {out}")
 
 
@@ -74,17 +76,15 @@ def sample(
     prompts: Annotated[list[str], typer.Argument(help="Prompts, e.g. 'a digit 3' 'two digits: 3 and 7'.")],
     model: Annotated[str, typer.Option(help="Pipeline folder written by `prune`.")] = "runs/dd-aptp",
     out: Annotated[str, typer.Option(help="PNG grid to write.")] = "grid.png",
-    per_prompt: Annotated[int, typer.Option(help="Images per prompt (one grid row each).")] = 8,
-    steps: Annotated[int, typer.Option(help="DDIM steps.")] = 20,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale.")] = 2.0,
+    per_prompt: Annotated[int, typer.Option(help="Images per prompt (one grid row each), 1 to 64.")] = 8,
+    steps: Annotated[int, typer.Option(help="DDIM steps, 1 to 1000.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale, 0 to 100.")] = 2.0,
     seed: options.Seed = 0,
 ) -> None:
     """Sample a grid: one row per prompt, drawn by the expert the prompt is routed to."""
     from metaprune.workflows.diffusion import sample_grid
 
     with one_line_errors():
-        if per_prompt < 1:
-            raise ConfigError(f"--per-prompt must be at least 1, got {per_prompt}")
         experts = sample_grid(model, prompts, out, per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed)
         for prompt, expert in zip(prompts, experts, strict=True):
             typer.echo(f"{prompt!r} -> expert {expert}")

@@ -56,6 +56,7 @@ def train(
     image_size: options.ImageSize = 16,
     seed: options.Seed = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    overwrite: options.Overwrite = False,
     include: Annotated[str | None, typer.Option(help="Comma-separated glob patterns of population network names to "
                                                    "use (e.g. 'resnet20-*,vgg11-w0.5-*'); default: all.")] = None,
 ) -> None:
@@ -67,7 +68,7 @@ def train(
                              lr=lr, sparsity_weight=sparsity_weight, target_keep=target_keep, val_speedup=val_speedup,
                              seed=seed)
     trainer = prepare_meta_training(population, out, config, image_size=image_size, resume=resume,
-                                    include=include.split(",") if include else None)
+                                    overwrite=overwrite, include=include.split(",") if include else None)
     if trainer.start_epoch:
         console.print(f"resuming at epoch {trainer.start_epoch}")
     history = trainer.fit()

@@ -1,6 +1,7 @@
 """``metaprune zoo ...``: list, inspect, pull, verify and publish zoo entries, and write model cards.
 
-Every command turns a :class:`MetapruneError` into one line on stderr and exit code 1.
+Every command turns a :class:`MetapruneError` (and an ``OSError`` on a path it was given, such as
+``--to`` being a file) into one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ def one_line_errors() -> Iterator[None]:
         yield
     except MetapruneError as error:
         typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(code=1) from None
+    except OSError as error:  # a path given on the command line: a file where a folder belongs, read-only, ...
+        where = f" {error.filename}" if error.filename else ""
+        typer.echo(f"error: cannot use{where}: {error.strerror or error}", err=True)
         raise typer.Exit(code=1) from None
 
 
@@ -104,10 +109,16 @@ def publish_command(run_dir: Path, to: Annotated[Path, typer.Option("--to", help
                     base_url: Annotated[str | None, typer.Option(help="Where --to will be served.")] = None,
                     subfolder: Annotated[str, typer.Option(help="Put entries in --to/SUBFOLDER/NAME/.")] = "",
                     task: Annotated[str, typer.Option(help="Task label for `zoo list --task`.")] = "image-classification",
+                    data_root: Annotated[str | None, typer.Option(
+                        help="Dataset folder, to check the recorded accuracy on one test batch (not needed for digits)."
+                    )] = None,
                     ) -> None:
-    """Publish a run directory (a pruned model, or any other entry kind such as a prompt-routed pipeline) as a zoo entry."""
+    """Publish a run directory (a pruned model, or any other entry kind such as a prompt-routed pipeline) as a zoo entry.
+
+    The weights must load into the run's architecture and reproduce its recorded accuracy on one test batch."""
     with one_line_errors():
-        entry = publish_run(run_dir, to, name, license=license, base_url=base_url, subfolder=subfolder, task=task)
+        entry = publish_run(run_dir, to, name, license=license, base_url=base_url, subfolder=subfolder, task=task,
+                            data_root=data_root)
     typer.echo(f"published {entry.name} ({len(entry.files)} files) to {Path(to, subfolder, entry.name)}")
 
 
@@ -118,6 +129,6 @@ def card_command(run_dir: Path,
     folder = out or run_dir
     with one_line_errors():
         text = make_card(run_dir, chart_path=folder / CHART_NAME)
-    write_text(folder / CARD_NAME, text)
+        write_text(folder / CARD_NAME, text)
     typer.echo(folder / CARD_NAME)
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
+from pydantic import Field
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,47 +37,58 @@ from metaprune.diffusion.macs import MacModel
 from metaprune.diffusion.predictor import ArchitecturePredictor, gumbel_sigmoid
 from metaprune.diffusion.slicing import slice_unet
 from metaprune.diffusion.task import PromptImageSplit
-from metaprune.diffusion.teacher import draw_batch, drop_prompts, noisy_batch, train_scheduler
+from metaprune.diffusion.teacher import (
+    SEED,
+    STRICT,
+    draw_batch,
+    drop_prompts,
+    noisy_batch,
+    parse_settings,
+    train_scheduler,
+)
 from metaprune.diffusion.text_encoder import EmbeddingTable
 from metaprune.errors import ConfigError
+
+Weight = Annotated[float, Field(ge=0, le=1000)]
+LearningRate = Annotated[float, Field(gt=0, le=10)]
+Steps = Annotated[int, Field(ge=0, le=1_000_000)]
 
 
 @dataclass
 class APTPConfig:
-    """Hyper-parameters of both stages."""
+    """Hyper-parameters of both stages (bounds checked by :meth:`validate`)."""
+
+    __pydantic_config__ = STRICT
 
     budget: float = 0.6
-    min_mac_ratio: float = 0.0
-    num_codes: int = 4
-    ff_groups: int = 8
-    stage1_steps: int = 300
-    stage2_steps: int = 150
-    batch_size: int = 32
-    predictor_lr: float = 1e-2
-    unet_lr: float = 2e-4
+    min_mac_ratio: Annotated[float, Field(ge=0, le=1)] = 0.0
+    num_codes: Annotated[int, Field(ge=1, le=64)] = 4
+    ff_groups: Annotated[int, Field(ge=1, le=64)] = 8
+    stage1_steps: Steps = 300
+    stage2_steps: Steps = 150
+    batch_size: Annotated[int, Field(ge=2, le=1024)] = 32
+    predictor_lr: LearningRate = 1e-2
+    unet_lr: LearningRate = 2e-4
     joint_finetune: bool = False
-    budget_weight: float = 2.0
-    contrastive_weight: float = 0.1
-    route_weight: float = 0.5
-    denoise_weight: float = 0.5
-    guidance_weight: float = 4.0  # guided distillation (0: plain distillation with prompt dropout)
-    guidance_scale: float = 2.0
-    gumbel_start: float = 1.0
-    gumbel_end: float = 0.3
-    noise_fraction: float = 0.6
-    cfg_drop: float = 0.1
-    seed: int = 0
+    budget_weight: Weight = 2.0
+    contrastive_weight: Weight = 0.1
+    route_weight: Weight = 0.5
+    denoise_weight: Weight = 0.5
+    guidance_weight: Weight = 4.0  # guided distillation (0: plain distillation with prompt dropout)
+    guidance_scale: Annotated[float, Field(ge=1, le=100)] = 2.0
+    gumbel_start: Annotated[float, Field(gt=0, le=100)] = 1.0
+    gumbel_end: Annotated[float, Field(gt=0, le=100)] = 0.3
+    noise_fraction: Annotated[float, Field(ge=0, le=1)] = 0.6
+    cfg_drop: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    seed: Annotated[int, SEED] = 0
 
     def validate(self) -> None:
-        """BudgetError / ConfigError for values no run can use."""
+        """BudgetError for a budget outside (0, 1]; ConfigError naming the field for any other value no run
+        can use (non-finite, out of range, a MAC floor above the budget)."""
         check_budget(self.budget)
-        if not 0 <= self.min_mac_ratio <= self.budget:
+        parse_settings(APTPConfig, asdict(self), "bad APTP option")
+        if self.min_mac_ratio > self.budget:
             raise ConfigError(f"min_mac_ratio must be in [0, budget={self.budget}], got {self.min_mac_ratio}")
-        if self.num_codes < 1 or self.stage1_steps < 0 or self.stage2_steps < 0 or self.batch_size < 2:
-            raise ConfigError(f"need num_codes >= 1, steps >= 0 and batch_size >= 2; got {asdict(self)}")
-        if self.guidance_weight < 0 or self.guidance_scale < 1:
-            raise ConfigError(f"need guidance_weight >= 0 and guidance_scale >= 1; got {self.guidance_weight}, "
-                              f"{self.guidance_scale}")
 
 
 @dataclass

@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from metaprune.errors import ConfigError
+from metaprune.rundir import write_with
 
 
 def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 4, padding: int = 1) -> np.ndarray:
@@ -30,8 +31,6 @@ def image_grid(images: torch.Tensor, columns: int = 8, scale: int = 4, padding: 
 
 
 def save_grid(images: torch.Tensor, path: str | Path, columns: int = 8, scale: int = 4) -> Path:
-    """Write :func:`image_grid` of ``images`` to ``path`` (PNG); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image_grid(images, columns, scale)).save(path)
-    return path
+    """Write :func:`image_grid` of ``images`` to ``path`` as a PNG (atomically, whatever its suffix); returns the path."""
+    grid = Image.fromarray(image_grid(images, columns, scale))
+    return write_with(Path(path), lambda partial: grid.save(partial, format="PNG"))

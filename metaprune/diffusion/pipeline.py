@@ -4,7 +4,8 @@
 asks the predictor for each prompt's code, runs classifier-free-guided DDIM once per expert
 on the prompts routed to it and returns the images in the prompts' order with the expert
 index of each. A pipeline saves to a folder of safetensors files and one ``config.json``
-(no pickle) and loads back exactly.
+(no pickle) and loads back exactly; loading checks ``config.json`` against :class:`PipelineConfig`
+and every tensor file against it, so a corrupt or truncated file is one error naming it.
 """
 
 from __future__ import annotations
@@ -12,28 +13,67 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
-from safetensors.torch import load_file
+from pydantic import Field
 from torch import nn
 
 from metaprune.diffusion.gates import discover_gates
 from metaprune.diffusion.predictor import ArchitecturePredictor
 from metaprune.diffusion.slicing import slice_unet
 from metaprune.diffusion.teacher import Sampling, UNetConfig, generate
-from metaprune.diffusion.text_encoder import EmbeddingTable, PromptEncoder
-from metaprune.errors import ConfigError, WeightsError
+from metaprune.diffusion.text_encoder import NULL_PROMPT, EmbeddingTable, PromptEncoder
+from metaprune.errors import ConfigError, MetapruneError, WeightsError
 from metaprune.rundir import (
     EMBEDDINGS_FILE,
     EXPERT_WEIGHTS_FILE,
     PIPELINE_CONFIG_FILE,
     PIPELINE_FILES,
     PREDICTOR_WEIGHTS_FILE,
-    read_json,
     save_safetensors,
     write_json,
 )
+from metaprune.schemas import StrictModel, parse_file
+from metaprune.train.checkpoint import read_tensors, state_dict_mismatch
+
+Finite = Annotated[float, Field(ge=-100, le=100)]
+
+
+class PredictorSettings(StrictModel):
+    """The :class:`ArchitecturePredictor` arguments in ``config.json`` (bounded)."""
+
+    num_gates: Annotated[int, Field(ge=1, le=100_000)]
+    num_codes: Annotated[int, Field(ge=1, le=64)]
+    text_dim: Annotated[int, Field(ge=1, le=4096)]
+    code_dim: Annotated[int, Field(ge=1, le=1024)]
+    hidden_dim: Annotated[int, Field(ge=1, le=4096)]
+    temperature: Annotated[float, Field(gt=0, le=100)]
+    init_logit: Finite
+
+
+class PipelineConfig(StrictModel):
+    """``config.json`` of a prompt-routed pipeline."""
+
+    unet: UNetConfig
+    ff_groups: Annotated[int, Field(ge=1, le=64)]
+    predictor: PredictorSettings
+    gates: Annotated[list[list[Literal[0, 1]]], Field(min_length=1, max_length=64)]
+    sampling: Sampling
+    prompts: Annotated[list[str], Field(min_length=1, max_length=100_000)]
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    return read_tensors(path)[0]
+
+
+def _load_into(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path, what: str) -> None:
+    """``module.load_state_dict(tensors)``, or WeightsError naming ``path`` and the first mismatch."""
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as error:
+        raise WeightsError(f"{path} does not fit {what} that config.json describes: "
+                           f"{state_dict_mismatch(error)}") from None
 
 
 @dataclass
@@ -82,16 +122,16 @@ class PromptRoutedPipeline:
         prompts = [prompts] if isinstance(prompts, str) else list(prompts)
         if not prompts:
             raise ConfigError("give at least one prompt")
-        steps = num_inference_steps or self.sampling.num_inference_steps
+        steps = self.sampling.num_inference_steps if num_inference_steps is None else num_inference_steps
         scale = self.sampling.guidance_scale if guidance_scale is None else guidance_scale
-        if steps < 1 or scale < 0:
-            raise ConfigError(f"need num_inference_steps >= 1 and guidance_scale >= 0, got {steps}, {scale}")
+        sampling = Sampling(steps, scale, self.sampling.train_timesteps).validate()
+        if seed is not None and not 0 <= seed < 2**63:
+            raise ConfigError(f"seed must be an integer in [0, 2**63), got {seed}")
         if generator is None:
             generator = torch.Generator().manual_seed(0 if seed is None else seed)
         context, pooled = self.encode(prompts)
         codes = self.predictor.route(pooled).tolist()
         null = self.table.null()
-        sampling = Sampling(steps, scale, self.sampling.train_timesteps)
         images = torch.empty(len(prompts), 1, self.unet_config.sample_size, self.unet_config.sample_size)
         for code in sorted(set(codes)):
             rows = [index for index, chosen in enumerate(codes) if chosen == code]
@@ -117,27 +157,56 @@ class PromptRoutedPipeline:
 
     @classmethod
     def load(cls, folder: str | Path) -> PromptRoutedPipeline:
-        """Rebuild a saved pipeline: every expert is re-sliced from its gates, then its weights loaded."""
+        """Rebuild a saved pipeline: every expert is re-sliced from its gates, then its weights loaded.
+
+        Raises:
+            WeightsError: a missing file, a ``config.json`` that breaks :class:`PipelineConfig` (naming the
+                field), or a tensor file that is corrupt or does not fit it (naming the file).
+        """
         folder = Path(folder)
         missing = [name for name in PIPELINE_FILES if not (folder / name).is_file()]
         if missing:
             raise WeightsError(f"{folder} is not a prompt-routed pipeline (missing {', '.join(missing)}); "
                                f"make one with `metaprune diffusion prune --out {folder}`")
-        config = read_json(folder / PIPELINE_CONFIG_FILE, error=WeightsError)
-        unet_config = UNetConfig.from_dict(config["unet"])
-        base = unet_config.build()
-        layout = discover_gates(base, config["ff_groups"])
-        gates = torch.as_tensor(config["gates"], dtype=torch.float32)
-        predictor = ArchitecturePredictor(**config["predictor"])
-        predictor.load_state_dict(load_file(str(folder / PREDICTOR_WEIGHTS_FILE)))
-        weights = load_file(str(folder / EXPERT_WEIGHTS_FILE))
+        config_path = folder / PIPELINE_CONFIG_FILE
+        config = parse_file(PipelineConfig, config_path, WeightsError)
+        try:
+            base = config.unet.build()
+            layout = discover_gates(base, config.ff_groups)
+            predictor = ArchitecturePredictor(**config.predictor.model_dump())
+        except MetapruneError as error:
+            raise WeightsError(f"{config_path} describes no buildable pipeline: {error}") from None
+        gates = torch.as_tensor(config.gates, dtype=torch.float32)
+        if gates.shape != (predictor.num_codes, len(layout)) or predictor.config["num_gates"] != len(layout):
+            raise WeightsError(f"{config_path}: field 'gates' must hold {predictor.num_codes} rows of {len(layout)} "
+                               f"gates, got {list(gates.shape)}")
+        _load_into(predictor, _tensors(folder / PREDICTOR_WEIGHTS_FILE), folder / PREDICTOR_WEIGHTS_FILE,
+                   "the predictor")
+        weights = _tensors(folder / EXPERT_WEIGHTS_FILE)
         experts = []
         for code in range(len(gates)):
-            expert = slice_unet(base, layout, gates[code])
+            try:
+                expert = slice_unet(base, layout, gates[code])
+            except MetapruneError as error:
+                raise WeightsError(f"{config_path}: field 'gates.{code}' gives no expert: {error}") from None
             prefix = f"{code}."
-            expert.load_state_dict({key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)})
+            _load_into(expert, {key[len(prefix):]: value for key, value in weights.items() if key.startswith(prefix)},
+                       folder / EXPERT_WEIGHTS_FILE, f"expert {code}")
             experts.append(expert)
-        embeddings = load_file(str(folder / EMBEDDINGS_FILE))
-        table = EmbeddingTable(config["prompts"], embeddings["tokens"], embeddings["pooled"])
-        sampling = Sampling(**config["sampling"])
-        return cls(predictor, experts, gates, table, unet_config, sampling, config["ff_groups"])
+        table = _embedding_table(folder / EMBEDDINGS_FILE, config, predictor)
+        return cls(predictor, experts, gates, table, config.unet, config.sampling, config.ff_groups)
+
+
+def _embedding_table(path: Path, config: PipelineConfig, predictor: ArchitecturePredictor) -> EmbeddingTable:
+    """The embeddings file as a table of ``config.prompts``, its widths checked against the UNet and predictor."""
+    embeddings = _tensors(path)
+    tokens, pooled = embeddings.get("tokens"), embeddings.get("pooled")
+    count = len(config.prompts)
+    if NULL_PROMPT not in config.prompts:
+        raise WeightsError(f"{path.parent / PIPELINE_CONFIG_FILE}: field 'prompts' lacks the null prompt {NULL_PROMPT!r}")
+    if (tokens is None or pooled is None or tokens.dim() != 3 or pooled.dim() != 2 or len(tokens) != count
+            or len(pooled) != count or tokens.shape[2] != config.unet.cross_attention_dim
+            or pooled.shape[1] != predictor.config["text_dim"]):
+        raise WeightsError(f"{path} must hold 'tokens' ({count} x L x {config.unet.cross_attention_dim}) and 'pooled' "
+                           f"({count} x {predictor.config['text_dim']}) for the prompts of config.json")
+    return EmbeddingTable(config.prompts, tokens.float(), pooled.float())

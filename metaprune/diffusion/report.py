@@ -15,9 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from metaprune.diffusion.teacher import UNetConfig
+from metaprune.diffusion.pipeline import PipelineConfig
 from metaprune.errors import ConfigError, WeightsError
-from metaprune.rundir import PIPELINE_CONFIG_FILE, REPORT_FILE, read_json, write_json
+from metaprune.rundir import PIPELINE_CONFIG_FILE, REPORT_FILE, write_json
+from metaprune.schemas import parse_file
 from metaprune.version import __version__
 
 COMMAND = ("metaprune diffusion teacher --out runs/dd-teacher && metaprune diffusion prune --teacher runs/dd-teacher "
@@ -31,16 +32,16 @@ def pipeline_report(folder: str | Path, results: dict[str, Any]) -> dict[str, An
     Raises:
         ConfigError: ``results`` lacks the teacher or APTP figures, or does not match the pipeline.
     """
-    config = read_json(Path(folder) / PIPELINE_CONFIG_FILE, error=WeightsError)
+    config = parse_file(PipelineConfig, Path(folder) / PIPELINE_CONFIG_FILE, WeightsError)
     missing = [key for key in ("teacher", "aptp", "dense_macs", "budget") if key not in results]
     if missing:
         raise ConfigError(f"benchmark results lack {missing}: run benchmarks/aptp.py on this pipeline")
     aptp, teacher = results["aptp"], results["teacher"]
     experts = aptp.get("experts", [])
-    if len(experts) != len(config["gates"]):
-        raise ConfigError(f"results describe {len(experts)} experts but {folder} holds {len(config['gates'])}")
+    if len(experts) != len(config.gates):
+        raise ConfigError(f"results describe {len(experts)} experts but {folder} holds {len(config.gates)}")
     usage = aptp["usage"]
-    dense_params = sum(p.numel() for p in UNetConfig.from_dict(config["unet"]).build().parameters())
+    dense_params = sum(p.numel() for p in config.unet.build().parameters())
     settings = results.get("config", {})
     return {
         "model": "unet2d-condition", "dataset": "digits-prompts", "pattern": "prompt-routed", "criterion": "aptp",

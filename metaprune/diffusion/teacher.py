@@ -17,52 +17,79 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import asdict, dataclass
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
-from safetensors.torch import load_file
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
 from tqdm.auto import tqdm
 
 from metaprune.diffusion.task import PromptImageSplit
 from metaprune.diffusion.text_encoder import EMBEDDING_DIM, EmbeddingTable
-from metaprune.errors import ConfigError, WeightsError
+from metaprune.errors import ConfigError, MetapruneError, WeightsError
 from metaprune.rundir import (
     TEACHER_CONFIG_FILE,
     TEACHER_OPTIMIZER_FILE,
     TEACHER_TRAINING_WEIGHTS_FILE,
     TEACHER_WEIGHTS_FILE,
-    read_json,
     save_safetensors,
     write_json,
 )
-from metaprune.train.checkpoint import load_state
+from metaprune.schemas import StrictModel, describe_error, parse_file
+from metaprune.train.checkpoint import load_state, read_tensors
 
 BETA_SCHEDULE = "squaredcos_cap_v2"
+#: Bounds of the settings (pydantic ``Field``\ s): finite numbers in the range a run can use.
+SEED = Field(ge=0, le=2**32 - 1)
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+Settings = TypeVar("Settings")
+
+
+@cache
+def _adapter(cls: type) -> TypeAdapter:
+    return TypeAdapter(cls)
+
+
+def parse_settings(cls: type[Settings], values: Any, source: str, error: type[MetapruneError] = ConfigError
+                   ) -> Settings:
+    """``values`` (a dict) as a ``cls`` dataclass, checked against its field bounds; ``error`` naming
+    ``source`` and the first bad field otherwise."""
+    try:
+        return _adapter(cls).validate_python(values)
+    except ValidationError as problem:
+        raise error(f"{source}: {describe_error(problem)}") from None
 
 
 @dataclass
 class UNetConfig:
-    """Shape of the tiny UNet (plain values, stored in ``config.json``).
+    """Shape of the tiny UNet (plain values, stored in ``config.json``; bounded, so a file cannot ask for any size).
 
     As in diffusers, ``attention_head_dim`` is passed on as the number of heads per attention
     (8 heads of 4 channels at 32 channels, of 8 at 64).
     """
 
-    sample_size: int = 16
-    block_out_channels: tuple[int, ...] = (32, 64)
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    norm_num_groups: int = 8
-    cross_attention_dim: int = EMBEDDING_DIM
+    __pydantic_config__ = STRICT
+
+    sample_size: Annotated[int, Field(ge=4, le=128)] = 16
+    block_out_channels: Annotated[tuple[Annotated[int, Field(ge=1, le=1024)], ...], Field(min_length=1, max_length=4)
+                                  ] = (32, 64)
+    layers_per_block: Annotated[int, Field(ge=1, le=4)] = 1
+    attention_head_dim: Annotated[int, Field(ge=1, le=64)] = 8
+    norm_num_groups: Annotated[int, Field(ge=1, le=64)] = 8
+    cross_attention_dim: Annotated[int, Field(ge=1, le=4096)] = EMBEDDING_DIM
 
     def build(self) -> UNet2DConditionModel:
         """A freshly initialised UNet (use ``torch.manual_seed`` first for reproducible weights)."""
-        if any(channels % self.norm_num_groups for channels in self.block_out_channels):
+        if any(channels % self.norm_num_groups or channels % self.attention_head_dim
+               for channels in self.block_out_channels):
             raise ConfigError(f"block_out_channels {self.block_out_channels} must be multiples of "
-                              f"norm_num_groups={self.norm_num_groups}")
+                              f"norm_num_groups={self.norm_num_groups} and attention_head_dim={self.attention_head_dim}")
         depth = len(self.block_out_channels)
+        if self.sample_size % 2 ** (depth - 1):
+            raise ConfigError(f"sample_size {self.sample_size} must be a multiple of {2 ** (depth - 1)} "
+                              f"for {depth} resolutions")
         return UNet2DConditionModel(
             sample_size=self.sample_size, in_channels=1, out_channels=1,
             block_out_channels=tuple(self.block_out_channels), layers_per_block=self.layers_per_block,
@@ -73,42 +100,52 @@ class UNetConfig:
         )
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> UNetConfig:
-        """Inverse of ``asdict`` (lists become tuples)."""
-        return cls(**{**values, "block_out_channels": tuple(values["block_out_channels"])})
+    def from_dict(cls, values: Any, source: str = "UNet settings") -> UNetConfig:
+        """Inverse of ``asdict`` (lists become tuples); WeightsError naming ``source`` and the field."""
+        return parse_settings(cls, values, source, WeightsError)
 
 
 @dataclass
 class TrainConfig:
-    """Hyper-parameters of a diffusion training or fine-tuning run."""
+    """Hyper-parameters of a diffusion training or fine-tuning run (bounds checked by :meth:`validate`)."""
 
-    steps: int = 1500
-    batch_size: int = 32
-    lr: float = 1e-3
-    cfg_drop: float = 0.1
-    seed: int = 0
+    __pydantic_config__ = STRICT
+
+    steps: Annotated[int, Field(ge=0, le=1_000_000)] = 1500
+    batch_size: Annotated[int, Field(ge=1, le=1024)] = 32
+    lr: Annotated[float, Field(gt=0, le=10)] = 1e-3
+    cfg_drop: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    seed: Annotated[int, SEED] = 0
     #: Seed of the digits task split the teacher is trained on; students and benchmarks must reuse
     #: that split (:func:`teacher_data_seed`), or the teacher has seen their test images.
-    data_seed: int = 0
-    checkpoint_every: int = 250
-    train_timesteps: int = 1000
-    ema_decay: float = 0.995
+    data_seed: Annotated[int, SEED] = 0
+    checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 250
+    train_timesteps: Annotated[int, Field(ge=1, le=10_000)] = 1000
+    ema_decay: Annotated[float, Field(ge=0, lt=1)] = 0.995
 
     def validate(self) -> None:
-        """Raise ConfigError for values no run can use."""
-        if (self.steps < 0 or self.batch_size < 1 or self.lr <= 0 or not 0 <= self.cfg_drop < 1
-                or self.checkpoint_every < 1 or not 0 <= self.ema_decay < 1):
-            raise ConfigError(f"need steps >= 0, batch_size >= 1, lr > 0, 0 <= cfg_drop < 1, checkpoint_every >= 1 "
-                              f"and 0 <= ema_decay < 1; got {asdict(self)}")
+        """Raise ConfigError (naming the field) for values no run can use: non-finite or out of range."""
+        parse_settings(TrainConfig, asdict(self), "bad training option")
 
 
 @dataclass
 class Sampling:
-    """Sampler settings shared by the teacher, the experts and the pipeline."""
+    """Sampler settings shared by the teacher, the experts and the pipeline (see :meth:`validate`)."""
 
-    num_inference_steps: int = 20
-    guidance_scale: float = 2.0
-    train_timesteps: int = 1000
+    __pydantic_config__ = STRICT
+
+    num_inference_steps: Annotated[int, Field(ge=1, le=1000)] = 20
+    guidance_scale: Annotated[float, Field(ge=0, le=100)] = 2.0
+    train_timesteps: Annotated[int, Field(ge=1, le=10_000)] = 1000
+
+    def validate(self) -> Sampling:
+        """``self`` if the steps are in ``[1, min(1000, train_timesteps)]`` and the guidance scale is a finite
+        number in ``[0, 100]``; ConfigError naming the field otherwise."""
+        parse_settings(Sampling, asdict(self), "bad sampling option")
+        if self.num_inference_steps > self.train_timesteps:
+            raise ConfigError(f"bad sampling option: {self.num_inference_steps} steps exceed the "
+                              f"{self.train_timesteps} training time steps")
+        return self
 
 
 def train_scheduler(train_timesteps: int = 1000) -> DDPMScheduler:
@@ -180,12 +217,30 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tens
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, path: Path) -> None:
-    """Restore the moments written by :func:`save_checkpoint` into ``optimizer``."""
+    """Restore the moments written by :func:`save_checkpoint` into ``optimizer``.
+
+    Raises:
+        WeightsError: the file is corrupt or its entries do not fit ``optimizer``'s parameters.
+    """
+    parameters = [parameter for group in optimizer.param_groups for parameter in group["params"]]
     state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in load_file(str(path)).items():
-        index, name = key.split(".", 1)
+    for key, value in read_tensors(path)[0].items():
+        index, _, name = key.partition(".")
+        if not (index.isdigit() and int(index) < len(parameters) and name) or (
+                value.dim() and value.shape != parameters[int(index)].shape):
+            raise WeightsError(f"{path}: optimizer entry {key!r} does not fit the UNet; delete the file to "
+                               "resume with fresh optimizer moments")
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
+
+
+class TeacherRecord(StrictModel):
+    """``unet.json`` of a teacher run: the UNet's shape, the training settings, the step reached, the losses."""
+
+    unet: UNetConfig
+    train: dict[str, Any] = {}
+    step: Annotated[int, Field(ge=0)] = 0
+    losses: list[float] = []
 
 
 def load_unet(folder: str | Path, weights_name: str = "unet") -> tuple[UNet2DConditionModel, dict[str, Any]]:
@@ -195,16 +250,20 @@ def load_unet(folder: str | Path, weights_name: str = "unet") -> tuple[UNet2DCon
     if not meta_path.is_file() or not weights.is_file():
         raise WeightsError(f"{folder} is not a teacher run directory (needs unet.json and {weights.name}); "
                            f"train one with `metaprune diffusion teacher --out {folder}`")
-    meta = read_json(meta_path, error=WeightsError)
-    unet = UNetConfig.from_dict(meta["unet"]).build()
+    record = parse_file(TeacherRecord, meta_path, WeightsError)
+    unet = record.unet.build()
     load_state(weights, unet)
-    return unet.eval(), meta
+    return unet.eval(), {**record.model_dump(), "unet": asdict(record.unet)}
 
 
 def teacher_data_seed(meta: dict[str, Any]) -> int:
     """The task-split seed of a teacher run (its ``unet.json``); runs made before it was recorded used ``seed``."""
     train = meta.get("train", {})
-    return int(train.get("data_seed", train.get("seed", 0)))
+    seed = train.get("data_seed", train.get("seed", 0))
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise WeightsError(f"the teacher's {TEACHER_CONFIG_FILE}: field 'train.data_seed' must be an integer in "
+                           f"[0, 2**32), got {seed!r}")
+    return seed
 
 
 @torch.no_grad()

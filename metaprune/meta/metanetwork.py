@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -51,8 +52,8 @@ class MetaNetwork(nn.Module):
                             ("max_positions", max_positions)):
             if not isinstance(value, int) or value < (0 if name == "layers" else 1):
                 raise ConfigError(f"MetaNetwork {name} must be a positive integer, got {value!r}")
-        if epsilon < 0:
-            raise ConfigError(f"MetaNetwork epsilon must be >= 0, got {epsilon}")
+        if not (math.isfinite(epsilon) and epsilon >= 0):
+            raise ConfigError(f"MetaNetwork epsilon must be a finite number >= 0, got {epsilon}")
         self.epsilon = epsilon
         self.edge_feature_size = edge_feature_size
         self.max_positions = max_positions

@@ -9,21 +9,27 @@ model zoo, :mod:`metaprune.zoo`.)
 
 from __future__ import annotations
 
-import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Annotated, Any
 
 import torch
+from pydantic import Field, RootModel
 from rich.progress import Progress
 from torch import nn
 
 from metaprune.data import DataSplits, make_loaders
 from metaprune.errors import ConfigError, WeightsError
 from metaprune.models import create_model, create_model_from_spec, model_spec
+from metaprune.rundir import write_json
+from metaprune.schemas import StrictModel, parse_file
 from metaprune.specs import TrainingSpec
 from metaprune.train import evaluate, fit, load_state, save_state, seed_everything
 
 INDEX = "population.json"
+#: Largest width multiplier, networks per spec and epochs a population may ask for.
+MAX_WIDTH, MAX_SEEDS_PER_SPEC, MAX_EPOCHS = 4.0, 100, 1000
 
 
 @dataclass
@@ -71,9 +77,18 @@ def build_population(
     seed: int = 0,
     progress: bool = True,
 ) -> list[PopulationNetwork]:
-    """Train ``seeds_per_spec`` networks per architecture × width; existing networks are kept (resumable)."""
-    if seeds_per_spec < 1 or epochs < 1 or not 0 < val_fraction < 1:
-        raise ConfigError("need seeds_per_spec >= 1, epochs >= 1 and 0 < val_fraction < 1")
+    """Train ``seeds_per_spec`` networks per architecture × width; existing networks are kept (resumable).
+
+    Raises:
+        ConfigError: a width outside (0, 4], counts outside their bounds or ``val_fraction`` outside (0, 1).
+    """
+    bad_widths = [width for width in widths if not (math.isfinite(width) and 0 < width <= MAX_WIDTH)]
+    if bad_widths or not widths:
+        raise ConfigError(f"--widths must be numbers in (0, {MAX_WIDTH:g}], got {list(widths)}")
+    if not (1 <= seeds_per_spec <= MAX_SEEDS_PER_SPEC and 1 <= epochs <= MAX_EPOCHS
+            and math.isfinite(val_fraction) and 0 < val_fraction < 1):
+        raise ConfigError(f"need 1 <= --seeds-per-spec <= {MAX_SEEDS_PER_SPEC}, 1 <= --epochs <= {MAX_EPOCHS} and "
+                          f"0 < val_fraction < 1; got {seeds_per_spec}, {epochs}, {val_fraction}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     specs = population_specs(architectures, widths, splits.image_size, splits.num_classes, splits.in_channels)
@@ -106,7 +121,22 @@ def build_population(
 
 
 def _write_index(out: Path, networks: list[PopulationNetwork]) -> None:
-    (out / INDEX).write_text(json.dumps([asdict(network) for network in networks], indent=2) + "\n")
+    write_json(out / INDEX, [asdict(network) for network in networks])
+
+
+class _NetworkRecord(StrictModel):
+    """One entry of ``population.json``."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+    spec: dict[str, Any]
+    split: Annotated[str, Field(pattern="^(train|val)$")]
+    seed: int
+    val_accuracy: Annotated[float, Field(ge=0, le=1)]
+    test_accuracy: Annotated[float, Field(ge=0, le=1)]
+
+
+class _PopulationIndex(RootModel[list[_NetworkRecord]]):
+    """``population.json``: the list of networks."""
 
 
 def read_population(root: str | Path) -> list[PopulationNetwork]:
@@ -115,10 +145,8 @@ def read_population(root: str | Path) -> list[PopulationNetwork]:
     if not path.is_file():
         raise WeightsError(f"no population at {root}: {INDEX} is missing "
                            "(build one with `metaprune meta population`)")
-    try:
-        return [PopulationNetwork(**entry) for entry in json.loads(path.read_text())]
-    except (json.JSONDecodeError, TypeError) as error:
-        raise WeightsError(f"{path} is not a population index: {error}") from error
+    index = parse_file(_PopulationIndex, path, WeightsError)
+    return [PopulationNetwork(**record.model_dump()) for record in index.root]
 
 
 def example_input_for(splits: DataSplits) -> torch.Tensor:

@@ -18,7 +18,13 @@ Each epoch ends with a validation pass on held-out networks of the population: r
 BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs ranking channels with
 :class:`~metaprune.meta.pruning.MetaCriterion`, re-estimate BatchNorm statistics again and
 measure validation accuracy without fine-tuning. The best epoch by that number is kept.
-Checkpoints are written every epoch and ``resume=True`` continues an interrupted run.
+
+Every epoch ends with one checkpoint file, ``checkpoint.safetensors``: the metanetwork's weights,
+the optimizer's moments (under ``optimizer/<parameter>/<name>``) and, as JSON metadata, the epoch,
+the best validation accuracy, the configuration and the curves. It is written to a temporary
+sibling and renamed into place, so an interrupted run always finds the previous epoch's complete
+checkpoint, and :meth:`MetaTrainer.resume` continues exactly where it stopped (no pickle).
+A loss that stops being finite ends training with a :class:`~metaprune.errors.ConfigError`.
 """
 
 from __future__ import annotations
@@ -28,11 +34,13 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.func import functional_call
 
@@ -41,39 +49,67 @@ from metaprune.errors import ConfigError, WeightsError
 from metaprune.flops import count_flops
 from metaprune.graph import network_to_graph
 from metaprune.graph.decode import graph_to_parameters
+from metaprune.meta.checkpoint import (
+    BEST,
+    CHECKPOINT,
+    LEGACY_FILES,
+    OPTIMIZER_PREFIX,
+    bounded,
+    metanet_settings,
+    read_checkpoint,
+    restore_optimizer,
+    write_checkpoint,
+)
 from metaprune.meta.metanetwork import MetaNetwork
 from metaprune.meta.population import PopulationNetwork, example_input_for
 from metaprune.meta.pruning import MetaCriterion, output_sensitive_slices, prepare_for_pruning
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.groups import ModelGroups
 from metaprune.prune.structured import prune_to_flops
+from metaprune.rundir import save_safetensors, write_json, write_with
+from metaprune.schemas import describe_error
 from metaprune.train import evaluate, recalibrate_batchnorm, seed_everything
 from metaprune.train.checkpoint import read_tensors
 
-CHECKPOINT, BEST, OPTIMIZER, STATE, REPORT = "checkpoint.safetensors", "metanet.safetensors", "optimizer.pt", "state.json", "meta_report.json"
+REPORT, REPORT_PLOT = "meta_report.json", "meta_report.png"
 
 
 @dataclass
 class MetaTrainConfig:
-    """Hyper-parameters of the metanetwork and of meta-training."""
+    """Hyper-parameters of the metanetwork and of meta-training (bounds checked by :meth:`validate`)."""
 
-    hidden: int = 32
-    layers: int = 3
-    epsilon: float = 0.1
-    epochs: int = 10
-    steps_per_epoch: int = 40
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    sparsity_weight: float = 0.5
-    target_keep: float = 0.35
-    important_weight: float = 0.05
-    batch_size: int = 64
-    val_speedup: float = 8.0
-    seed: int = 0
+    __pydantic_config__ = ConfigDict(allow_inf_nan=False)
+
+    hidden: Annotated[int, bounded(1, 1024)] = 32
+    layers: Annotated[int, bounded(1, 16)] = 3
+    epsilon: Annotated[float, bounded(0, 10)] = 0.1
+    epochs: Annotated[int, bounded(1, 10_000)] = 10
+    steps_per_epoch: Annotated[int, bounded(1, 100_000)] = 40
+    lr: Annotated[float, bounded(0, 10, low_open=True)] = 1e-3
+    weight_decay: Annotated[float, bounded(0, 10)] = 1e-4
+    sparsity_weight: Annotated[float, bounded(0, 1000)] = 0.5
+    target_keep: Annotated[float, bounded(0, 1, low_open=True)] = 0.35
+    important_weight: Annotated[float, bounded(0, 1)] = 0.05
+    batch_size: Annotated[int, bounded(1, 4096)] = 64
+    val_speedup: Annotated[float, bounded(1, 1000)] = 8.0
+    seed: Annotated[int, bounded(0, 2**32 - 1)] = 0
+
+    def validate(self) -> MetaTrainConfig:
+        """``self`` if every value is finite and in range, else one-line ConfigError naming the field."""
+        try:
+            _config_adapter().validate_python(asdict(self))
+        except ValidationError as problem:
+            raise ConfigError(f"bad meta-training option: {describe_error(problem)}") from None
+        return self
 
     def metanet_kwargs(self) -> dict[str, Any]:
         """Arguments that rebuild the :class:`MetaNetwork`."""
         return {"hidden": self.hidden, "layers": self.layers, "epsilon": self.epsilon}
+
+
+@cache
+def _config_adapter() -> TypeAdapter:
+    return TypeAdapter(MetaTrainConfig)
 
 
 @dataclass
@@ -153,8 +189,7 @@ class MetaTrainer:
 
     def __init__(self, config: MetaTrainConfig, population_root: str | Path, networks: list[PopulationNetwork], splits: DataSplits,
                  out: str | Path):
-        if not 0 < config.target_keep <= 1 or config.sparsity_weight < 0 or config.epochs < 1 or config.steps_per_epoch < 1:
-            raise ConfigError("need 0 < target_keep <= 1, sparsity_weight >= 0, epochs >= 1, steps_per_epoch >= 1")
+        config.validate()
         train_networks = [network for network in networks if network.split == "train"]
         val_networks = [network for network in networks if network.split == "val"]
         if not train_networks or not val_networks:
@@ -170,20 +205,34 @@ class MetaTrainer:
         self.start_epoch, self.best = 0, -1.0
 
     def resume(self) -> bool:
-        """Continue from the last checkpoint in ``out``; returns False if there is none."""
-        state_path = self.out / STATE
-        if not state_path.is_file():
-            return False
-        state = json.loads(state_path.read_text())
-        if state["config"] != asdict(self.config):
-            raise ConfigError(f"{self.out} was trained with another configuration; use a new --out or the same options")
-        tensors, _ = read_tensors(self.out / CHECKPOINT)
-        self.metanet.load_state_dict(tensors)
-        self.optimizer.load_state_dict(torch.load(self.out / OPTIMIZER, weights_only=True))
-        self.history = MetaHistory(**state["history"])
-        self.start_epoch, self.best = state["epoch"] + 1, state["best"]
-        return True
+        """Continue from the checkpoint in ``out``; returns False if there is none.
 
+        Raises:
+            WeightsError: the checkpoint is corrupt, truncated or of an older format (one line naming it).
+            ConfigError: it was written with another configuration.
+        """
+        path = self.out / CHECKPOINT
+        legacy = [name for name in LEGACY_FILES if (self.out / name).exists()]
+        if legacy:
+            raise WeightsError(f"{self.out} holds a checkpoint of an older metaprune ({', '.join(legacy)}) that "
+                               "cannot be resumed safely; start again with a new --out")
+        if not path.is_file():
+            return False
+        weights, moments, record = read_checkpoint(path)
+        if record.config != asdict(self.config):
+            raise ConfigError(f"{self.out} was trained with another configuration; use a new --out or the same options")
+        if record.epoch >= self.config.epochs or any(len(curve) != record.epoch + 1 for curve in (
+                record.history.task_loss, record.history.sparsity_loss, record.history.val_pruned_accuracy)):
+            raise WeightsError(f"{path}: its epoch {record.epoch} does not match its curves or --epochs; "
+                               "start again with a new --out")
+        try:
+            self.metanet.load_state_dict(weights)
+        except RuntimeError as error:
+            raise WeightsError(f"{path} does not fit the metanetwork: {str(error).splitlines()[0]}") from None
+        restore_optimizer(self.optimizer, moments, path)
+        self.history = MetaHistory(**record.history.model_dump())
+        self.start_epoch, self.best = record.epoch + 1, record.best
+        return True
     def _step(self, case: _Case, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
         parameters = graph_to_parameters(self.metanet(case.graph), case.model)
         case.model.train()
@@ -193,6 +242,9 @@ class MetaTrainer:
         sparsity = sparsity_penalty(group_norms(parameters, case.coupled, case.sizes), self.config.target_keep,
                                     self.config.important_weight)
         loss = task + self.config.sparsity_weight * sparsity
+        if not torch.isfinite(loss):
+            raise ConfigError(f"meta-training diverged: the loss became {loss.item()} (task {task.item()}, sparsity "
+                              f"{sparsity.item()}); lower --lr or --epsilon. Nothing was written for this epoch")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.metanet.parameters(), 1.0)
@@ -235,22 +287,28 @@ class MetaTrainer:
                 self.history.val_pruned_accuracy.append(validate(self.metanet, self.val_cases, self.splits, config.val_speedup))
                 self.history.epoch_seconds.append(time.perf_counter() - start)
                 self._checkpoint(epoch)
+                write_meta_report(self.out, self.config, self.history)
+        if self.start_epoch >= config.epochs:  # resumed a finished run: its report may not have been written
+            write_meta_report(self.out, self.config, self.history)
         return self.history
 
     def _checkpoint(self, epoch: int) -> None:
-        from safetensors.torch import save_file
+        """Write ``metanet.safetensors`` if this epoch is the best, then the checkpoint (the commit point).
 
-        self.out.mkdir(parents=True, exist_ok=True)
-        tensors = {name: value.detach().contiguous() for name, value in self.metanet.state_dict().items()}
-        metadata = {"metaprune": json.dumps({"metanet": self.config.metanet_kwargs(), "epoch": epoch})}
-        save_file(tensors, str(self.out / CHECKPOINT), metadata=metadata)
-        if self.history.val_pruned_accuracy[-1] > self.best:
-            self.best = self.history.val_pruned_accuracy[-1]
-            save_file(tensors, str(self.out / BEST), metadata=metadata)
-        torch.save(self.optimizer.state_dict(), self.out / OPTIMIZER)
-        state = {"epoch": epoch, "best": self.best, "config": asdict(self.config), "history": asdict(self.history)}
-        (self.out / STATE).write_text(json.dumps(state, indent=2) + "\n")
-        write_meta_report(self.out, self.config, self.history)
+        A crash between the two leaves the previous checkpoint; resuming repeats this epoch exactly
+        and writes the same best weights again.
+        """
+        weights = {name: value.detach() for name, value in self.metanet.state_dict().items()}
+        settings = self.config.metanet_kwargs()
+        accuracy = self.history.val_pruned_accuracy[-1]
+        best = max(self.best, accuracy)
+        if accuracy > self.best:
+            save_safetensors(self.out / BEST, weights,
+                             metadata={"metaprune": json.dumps({"metanet": settings, "epoch": epoch})})
+        record = {"metanet": settings, "epoch": epoch, "best": best, "config": asdict(self.config),
+                  "history": asdict(self.history)}
+        write_checkpoint(self.out / CHECKPOINT, weights, self.optimizer, record)
+        self.best = best
 
 
 def write_meta_report(out: Path, config: MetaTrainConfig, history: MetaHistory) -> None:
@@ -260,7 +318,7 @@ def write_meta_report(out: Path, config: MetaTrainConfig, history: MetaHistory) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (out / REPORT).write_text(json.dumps({"config": asdict(config), "history": asdict(history)}, indent=2) + "\n")
+    write_json(out / REPORT, {"config": asdict(config), "history": asdict(history)})
     epochs = range(1, len(history.task_loss) + 1)
     figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 3.8))
     losses.plot(epochs, history.task_loss, marker="o", label="task (CE)")
@@ -276,7 +334,7 @@ def write_meta_report(out: Path, config: MetaTrainConfig, history: MetaHistory) 
     accuracy.set_xlabel("epoch")
     accuracy.set_ylabel(f"val accuracy after {config.val_speedup:g}x pruning, no fine-tune (%)")
     figure.tight_layout()
-    figure.savefig(out / "meta_report.png", dpi=110)
+    write_with(out / REPORT_PLOT, lambda partial: figure.savefig(partial, dpi=110, format="png"))
     plt.close(figure)
 
 
@@ -286,11 +344,9 @@ def load_metanet(path: str | Path) -> MetaNetwork:
     if path.is_dir():
         path = path / BEST
     tensors, metadata = read_tensors(path)
-    if "metanet" not in metadata:
-        raise WeightsError(f"{path} is not a metanetwork checkpoint (no metanet settings in its metadata)")
-    metanet = MetaNetwork(**metadata["metanet"])
+    metanet = MetaNetwork(**metanet_settings(path, metadata))
     try:
-        metanet.load_state_dict(tensors)
+        metanet.load_state_dict({name: value for name, value in tensors.items() if not name.startswith(OPTIMIZER_PREFIX)})
     except RuntimeError as error:
         raise WeightsError(f"{path} does not fit a MetaNetwork: {str(error).splitlines()[0]}") from error
     return metanet.eval()

@@ -10,7 +10,7 @@ save, so a pruned model needs nothing from metaprune to run once loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
@@ -29,7 +29,7 @@ from metaprune.rundir import (
     save_safetensors,
     write_json,
 )
-from metaprune.schemas import StrictModel, validate
+from metaprune.schemas import OpenModel, validate
 from metaprune.train.checkpoint import read_tensors, state_dict_mismatch
 from metaprune.version import __version__
 
@@ -103,26 +103,25 @@ def read_architecture(run_dir: str | Path) -> dict[str, Any]:
                              missing=f"{path} is missing: is {run_dir} a metaprune run directory?")
     if not isinstance(architecture, dict) or architecture.get("format") != FORMAT_VERSION:
         raise WeightsError(f"{path} has an unknown format; expected format {FORMAT_VERSION}")
-    validate(ArchitectureSchema, architecture, str(path), WeightsError)
+    validate(ArchitectureFile, architecture, str(path), WeightsError)
     return architecture
 
 
-class ModelSpecSchema(StrictModel):
-    """A registry (or factory-reference) model spec: its name and constructor arguments."""
+class ModelSpecFile(OpenModel):
+    """``model`` of ``architecture.json``: a registry name (or factory reference) and its constructor arguments."""
 
     name: str
     kwargs: dict[str, Any] = {}
 
 
-class ArchitectureSchema(StrictModel):
-    """``architecture.json``: how to rebuild a pruned model around its weights."""
+class ArchitectureFile(OpenModel):
+    """``architecture.json`` of a run directory (:func:`save_run`): how to rebuild the model around its weights."""
 
-    format: int
-    model: ModelSpecSchema | None
-    input_shape: list[Annotated[int, Field(ge=0, le=1 << 20)]] | None = None
+    format: Literal[1]
+    model: ModelSpecFile | None
+    input_shape: list[Annotated[int, Field(gt=0)]] | None = None
     inputs: dict[str, Any] | None = None
     history: list[dict[str, Any]] = []
-    metaprune_version: str = ""
 
 
 def load_run(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:

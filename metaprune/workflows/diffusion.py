@@ -9,6 +9,7 @@ Each function is one ``metaprune diffusion ...`` command without its command lin
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -20,10 +21,20 @@ from metaprune.diffusion.images import save_grid
 from metaprune.diffusion.macs import MacModel
 from metaprune.diffusion.pipeline import PromptRoutedPipeline
 from metaprune.diffusion.task import DigitsPromptTask, all_prompts, load_digits_prompt_task, parse_prompt
-from metaprune.diffusion.teacher import TrainConfig, UNetConfig, load_unet, teacher_data_seed, train_teacher
+from metaprune.diffusion.teacher import (
+    Sampling,
+    TrainConfig,
+    UNetConfig,
+    load_unet,
+    teacher_data_seed,
+    train_teacher,
+)
 from metaprune.diffusion.text_encoder import EmbeddingTable, PromptEncoder
-from metaprune.errors import WeightsError
-from metaprune.rundir import REPORT_FILE, write_json
+from metaprune.errors import ConfigError, WeightsError
+from metaprune.rundir import REPORT_FILE, TEACHER_CONFIG_FILE, check_out_dir, staged_files, write_json
+
+#: Most images one grid may hold per prompt.
+MAX_PER_PROMPT = 64
 
 
 def prompt_task_and_table(seed: int) -> tuple[DigitsPromptTask, EmbeddingTable]:
@@ -35,26 +46,34 @@ def train_diffusion_teacher(out: str | Path, config: TrainConfig, unet_config: U
     """Train (or resume) the dense teacher UNet in run directory ``out``; returns ``out``.
 
     Raises:
-        ConfigError: ``config`` holds values no run can use.
+        ConfigError: ``config`` holds values no run can use, or ``out`` cannot be written or holds
+            files that are not a teacher run.
     """
     config.validate()
+    folder = check_out_dir(out, resumable=True)
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / TEACHER_CONFIG_FILE).is_file():
+        raise ConfigError(f"--out {folder} holds files but no teacher run ({TEACHER_CONFIG_FILE}); choose another --out")
     task, table = prompt_task_and_table(config.data_seed)
     train_teacher(task.train, table, out, unet_config or UNetConfig(), config)
     return Path(out)
 
 
-def prune_diffusion_teacher(teacher: str | Path, out: str | Path, config: APTPConfig) -> dict[str, Any]:
+def prune_diffusion_teacher(teacher: str | Path, out: str | Path, config: APTPConfig, *,
+                            overwrite: bool = False) -> dict[str, Any]:
     """Train the architecture predictor, slice and fine-tune one expert per code, save the pipeline in ``out``.
 
     The task is split with the teacher's seed, so its test images stay unseen. ``out`` gets the
     pipeline's files and a ``report.json`` of the training (config, expert MAC ratios, prompts
-    per expert, losses), which is returned.
+    per expert, losses), which is returned. The files are written to a temporary sibling first and
+    moved into ``out`` when all of them are complete.
 
     Raises:
-        BudgetError, ConfigError: ``config`` holds values no run can use.
+        BudgetError, ConfigError: ``config`` holds values no run can use, or ``out`` cannot be written
+            or (without ``overwrite``) already holds files.
         WeightsError: ``teacher`` is not a teacher run directory.
     """
     config.validate()
+    check_out_dir(out, overwrite=overwrite)
     if not Path(teacher).is_dir():
         raise WeightsError(f"teacher directory {teacher} does not exist; train one with "
                            f"`metaprune diffusion teacher --out {teacher}`")
@@ -64,13 +83,33 @@ def prune_diffusion_teacher(teacher: str | Path, out: str | Path, config: APTPCo
     stage2 = train_stage2(unet, stage1.predictor, task.train, table, config, base=stage1.unet)
     pipe = PromptRoutedPipeline(stage1.predictor, stage2.experts, stage2.gates, table,
                                 UNetConfig.from_dict(meta["unet"]), ff_groups=config.ff_groups)
-    pipe.save(out)
     macs = MacModel(unet, discover_gates(unet, config.ff_groups), table.tokens.shape[1])
     report = {"config": asdict(config), "teacher": str(teacher), "expert_mac_ratio": macs.ratio(stage2.gates).tolist(),
               "prompts_per_expert": stage2.prompts_per_code, "stage1": stage1.history,
               "stage2_losses": stage2.losses}
-    write_json(Path(out) / REPORT_FILE, report, indent=1)
+    with staged_files(out) as staging:
+        pipe.save(staging)
+        write_json(staging / REPORT_FILE, report, indent=1)
     return report
+
+
+def check_out_file(path: str | Path) -> Path:
+    """``path`` as a file that can be written (its folder may be created): ConfigError naming it otherwise."""
+    if not str(path).strip():
+        raise ConfigError("--out needs a file name (an empty one would write nowhere)")
+    target = Path(path)
+    if target.is_dir():
+        raise ConfigError(f"--out {target} is a folder; give a file name such as {target / 'grid.png'}")
+    ancestor = target.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ConfigError(f"--out {target} lies under {ancestor}, which is a file; choose another --out")
+    if not os.access(ancestor, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
+        raise ConfigError(f"--out {target} is not writable; choose another --out")
+    if len(target.name.encode()) > 255:
+        raise ConfigError(f"--out {target}: the file name is longer than 255 bytes")
+    return target
 
 
 def sample_grid(model: str | Path, prompts: Sequence[str], out: str | Path, *, per_prompt: int = 8,
@@ -79,11 +118,18 @@ def sample_grid(model: str | Path, prompts: Sequence[str], out: str | Path, *, p
     PNG grid (a row per prompt) to ``out``; returns the expert each prompt was routed to.
 
     Raises:
-        ConfigError: a prompt outside the digits task, or bad sampling settings.
-        WeightsError: ``model`` is not a prompt-routed pipeline.
+        ConfigError: a prompt outside the digits task, bad sampling settings or an ``out`` that cannot
+            be written (all checked before the pipeline loads).
+        WeightsError: ``model`` is not a prompt-routed pipeline, or one of its files is corrupt.
     """
+    if not prompts:
+        raise ConfigError("give at least one prompt")
     for prompt in prompts:
         parse_prompt(prompt)
+    if not 1 <= per_prompt <= MAX_PER_PROMPT:
+        raise ConfigError(f"--per-prompt must be in [1, {MAX_PER_PROMPT}], got {per_prompt}")
+    Sampling(steps, guidance).validate()
+    check_out_file(out)
     pipe = PromptRoutedPipeline.load(model)
     result = pipe([prompt for prompt in prompts for _ in range(per_prompt)], num_inference_steps=steps,
                   guidance_scale=guidance, seed=seed)

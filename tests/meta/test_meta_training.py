@@ -6,16 +6,16 @@ import json
 
 import pytest
 import torch
+from meta_helpers import CONFIG
 
-from metaprune.data import load_digits_splits
 from metaprune.errors import ConfigError, WeightsError
 from metaprune.flops import count_flops
 from metaprune.meta.population import build_population, read_population
 from metaprune.meta.training import (
     BEST,
     CHECKPOINT,
+    LEGACY_FILES,
     REPORT,
-    STATE,
     MetaTrainConfig,
     MetaTrainer,
     load_metanet,
@@ -25,30 +25,8 @@ from metaprune.prune.budget import Budget
 from metaprune.prune.spec import PruningSpec
 from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import fit, save_state
+from metaprune.train.checkpoint import read_tensors
 from metaprune.workflows.prune import PruneOptions, run_prune
-
-CONFIG = MetaTrainConfig(hidden=8, layers=1, epochs=2, steps_per_epoch=2, batch_size=32, val_speedup=2.0)
-
-
-@pytest.fixture(scope="module")
-def splits():
-    return load_digits_splits(image_size=8, seed=0)
-
-
-@pytest.fixture(scope="module")
-def population(tmp_path_factory, splits):
-    root = tmp_path_factory.mktemp("meta-population")
-    networks = build_population(root, splits, architectures=["mlp", "resnet20"], widths=[0.25], seeds_per_spec=2,
-                                epochs=1, val_fraction=0.5, progress=False)
-    return root, networks
-
-
-@pytest.fixture(scope="module")
-def trained(population, splits, tmp_path_factory):
-    """One uninterrupted meta-training run on the tiny population: (its directory, its history)."""
-    root, networks = population
-    out = tmp_path_factory.mktemp("meta-run")
-    return out, MetaTrainer(CONFIG, root, networks, splits, out).fit(progress=False)
 
 
 def test_population_has_train_and_val_networks_and_is_resumable(population, splits):
@@ -72,11 +50,13 @@ def test_meta_training_checkpoints_every_epoch_and_writes_the_report(trained):
     tmp_path, history = trained
     assert len(history.task_loss) == len(history.val_pruned_accuracy) == CONFIG.epochs
     assert history.baseline_val_pruned_accuracy is not None
-    for name in (CHECKPOINT, BEST, STATE, REPORT, "meta_report.png", "optimizer.pt"):
+    for name in (CHECKPOINT, BEST, REPORT, "meta_report.png"):
         assert (tmp_path / name).is_file(), name
+    assert not any((tmp_path / name).exists() for name in LEGACY_FILES)  # one checkpoint file, no pickle
+    assert not list(tmp_path.glob(".*.tmp"))
     report = json.loads((tmp_path / REPORT).read_text())
     assert report["history"]["task_loss"] == history.task_loss
-    assert json.loads((tmp_path / STATE).read_text())["epoch"] == CONFIG.epochs - 1
+    assert read_tensors(tmp_path / CHECKPOINT)[1]["epoch"] == CONFIG.epochs - 1
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(population, splits, trained, tmp_path, monkeypatch):

@@ -34,16 +34,21 @@ def test_a_file_url_overrides_the_base_url():
 
 
 @pytest.mark.parametrize(("change", "message"), [
-    (lambda e: e.pop("license"), "missing required field 'license'"),
-    (lambda e: e.update(pattern="diagonal"), "pattern must be one of"),
-    (lambda e: e["files"][0].update(sha256="abc"), "must be 64 hex digits"),
-    (lambda e: e["files"][0].update(size=-1), "size must be >= 0"),
-    (lambda e: e["files"][0].update(size=True), "field 'size' must be int, got bool"),
-    (lambda e: e["flops"].update(pruned="many"), "field 'pruned' must be int, got str"),
+    (lambda e: e.pop("license"), r"entries\[0\] \('a'\): missing required field license$"),
+    (lambda e: e.update(pattern="diagonal"), r"field pattern: pattern must be one of"),
+    (lambda e: e["files"][0].update(sha256="abc"), r"field files\[0\]\.sha256: must be 64 hex digits"),
+    (lambda e: e["files"][0].update(size=-1), r"field files\[0\]\.size: Input should be greater than or equal to 0"),
+    (lambda e: e["files"][0].update(size=True), r"field files\[0\]\.size: Input should be a valid integer"),
+    (lambda e: e["flops"].update(pruned="many"), r"field flops\.pruned: Input should be a valid integer"),
     (lambda e: e.pop("base_url"), "needs a 'url' unless the entry has a 'base_url'"),
-    (lambda e: e["recipe"].pop("command"), "missing required field 'command'"),
-    (lambda e: e["metrics"]["pruned"].update(test_accuracy="high"), "must be a number"),
+    (lambda e: e["recipe"].pop("command"), r"missing required field recipe\.command"),
+    (lambda e: e["metrics"]["pruned"].update(test_accuracy="high"), r"metrics\.pruned\.test_accuracy: .*valid number"),
     (lambda e: e["files"].append(dict(e["files"][0])), "duplicate file name 'm.bin'"),
+    (lambda e: e["metrics"]["pruned"].pop("test_accuracy"), "metrics.pruned lacks test_accuracy"),
+    (lambda e: e["metrics"]["pruned"].update(test_accuracy=1.5), r"test_accuracy must be in \[0, 1\]"),
+    (lambda e: e["metrics"].pop("dense"), r"metrics lacks \['dense'\]"),
+    (lambda e: e.update(files={"m.bin": 1}), r"field files: Input should be a valid list"),
+    (lambda e: e.update(name="../etc"), "invalid zoo entry name"),
 ])
 def test_invalid_entries_fail_with_a_clear_message(change, message):
     entry = entry_dict("a", {"m.bin": b"1"}, "a/")

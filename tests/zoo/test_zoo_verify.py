@@ -118,9 +118,22 @@ def test_tolerance_boundaries(measured, card, flops, accuracy_ok, flops_ok):
     assert (result.accuracy_ok, result.flops_ok) == (accuracy_ok, flops_ok)
 
 
-def test_negative_tolerance_is_rejected():
-    with pytest.raises(ZooError, match="tolerances must be >= 0"):
-        Tolerance(accuracy_points=-1)
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), float("-inf")])
+def test_negative_or_non_finite_tolerance_is_rejected(bad):
+    with pytest.raises(ZooError, match=r"tolerance accuracy_points must be a finite number >= 0"):
+        Tolerance(accuracy_points=bad)
+    with pytest.raises(ZooError, match=r"tolerance flops_fraction must be a finite number >= 0"):
+        Tolerance(flops_fraction=bad)
+
+
+@pytest.mark.parametrize(("option", "value"), [("--accuracy-points", "nan"), ("--accuracy-points", "inf"),
+                                               ("--flops-fraction", "nan"), ("--flops-fraction", "-0.5")])
+def test_verify_cli_refuses_non_finite_tolerances_in_one_line(option, value):
+    result = CliRunner().invoke(app, ["verify", "mlp-digits", option, value, "--offline"])
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: tolerance ") and result.stderr.count("\n") == 1, result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_packaged_entries_match_their_cards():
