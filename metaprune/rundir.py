@@ -152,14 +152,37 @@ def check_out_dir(out: str | Path | None, *, overwrite: bool = False, resumable:
         raise ConfigError(f"--out {path} is a file, not a folder; choose another --out")
     if path.is_dir() and any(path.iterdir()) and not (overwrite or resumable):
         raise ConfigError(f"--out {path} already holds a run; pass --overwrite to replace it or choose another --out")
-    ancestor = path
+    check_creatable(path, f"--out {path}")
+    return path
+
+
+def check_creatable(path: Path, label: str, error: type[MetapruneError] = ConfigError) -> None:
+    """``error`` unless ``path`` could be created: its nearest existing ancestor is a writable folder.
+
+    ``label`` names the path in the message (e.g. ``"--out runs/x"``); nothing is created.
+    """
+    ancestor = path.parent if path.parent != path else path
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
-        raise ConfigError(f"--out {path} lies under {ancestor}, which is a file; choose another --out")
+        raise error(f"{label} lies under {ancestor}, which is not a directory; choose another path")
     if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {path}: {ancestor} is not writable; choose another --out")
-    return path
+        raise error(f"{label}: {ancestor} is not writable; choose another path")
+
+
+def check_out_file(path: str | Path) -> Path:
+    """``path`` as a file that can be written (its folder may be created): ConfigError naming it otherwise."""
+    if not str(path).strip():
+        raise ConfigError("--out needs a file name (an empty one would write nowhere)")
+    target = Path(path)
+    if len(target.name.encode()) > 255:
+        raise ConfigError(f"--out {str(target)[:60]}...: the file name is longer than 255 bytes")
+    if target.is_dir():
+        raise ConfigError(f"--out {target} is a folder; give a file name such as {target / 'grid.png'}")
+    check_creatable(target, f"--out {target}")
+    if target.exists() and not os.access(target, os.W_OK):
+        raise ConfigError(f"--out {target} is not writable; choose another --out")
+    return target
 
 
 @contextmanager

@@ -39,6 +39,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy.exc import IntegrityError
 
 from metaprune.errors import SearchError
+from metaprune.rundir import check_creatable
 from metaprune.search.allocators import get_allocator
 from metaprune.search.methods import (
     SAMPLERS,
@@ -100,13 +101,7 @@ def _check_journal_path(path: Path, label: str) -> None:
             raise SearchError(f"{label} is not a regular file; give a journal file or a database URL")
         if not os.access(path, os.R_OK | os.W_OK):
             raise SearchError(f"cannot use {label} as a journal file: permission denied")
-    folder = path.parent
-    while not folder.exists():
-        folder = folder.parent
-    if not folder.is_dir():
-        raise SearchError(f"cannot use {label} as a journal file: {folder} is not a directory")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise SearchError(f"cannot use {label} as a journal file: {folder} is not writable")
+    check_creatable(path, label, SearchError)
 
 
 def _journal(path: Path, label: str) -> optuna.storages.BaseStorage:

@@ -87,7 +87,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("out empty", ["prune", "--speedup", "2", "--out", "", *QUICK], "--out needs a folder"),
     ("out blank", ["prune", "--speedup", "2", "--out", "  ", *QUICK], "--out needs a folder"),
     ("out is a file", ["prune", "--speedup", "2", "--out", "afile", *QUICK], "is a file"),
-    ("out under a file", ["prune", "--speedup", "2", "--out", "afile/run", *QUICK], "which is a file"),
+    ("out under a file", ["prune", "--speedup", "2", "--out", "afile/run", *QUICK], "which is not a directory"),
     ("out existing run", ["prune", "--speedup", "2", "--out", "runs/done", *QUICK], "--overwrite"),
     ("out name too long", ["prune", "--speedup", "2", "--out", "x" * 300, *QUICK], "255 bytes"),
     # input files

@@ -9,7 +9,6 @@ Each function is one ``metaprune diffusion ...`` command without its command lin
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -31,7 +30,14 @@ from metaprune.diffusion.teacher import (
 )
 from metaprune.diffusion.text_encoder import EmbeddingTable, PromptEncoder
 from metaprune.errors import ConfigError, WeightsError
-from metaprune.rundir import REPORT_FILE, TEACHER_CONFIG_FILE, check_out_dir, staged_files, write_json
+from metaprune.rundir import (
+    REPORT_FILE,
+    TEACHER_CONFIG_FILE,
+    check_out_dir,
+    check_out_file,
+    staged_files,
+    write_json,
+)
 
 #: Most images one grid may hold per prompt.
 MAX_PER_PROMPT = 64
@@ -91,25 +97,6 @@ def prune_diffusion_teacher(teacher: str | Path, out: str | Path, config: APTPCo
         pipe.save(staging)
         write_json(staging / REPORT_FILE, report, indent=1)
     return report
-
-
-def check_out_file(path: str | Path) -> Path:
-    """``path`` as a file that can be written (its folder may be created): ConfigError naming it otherwise."""
-    if not str(path).strip():
-        raise ConfigError("--out needs a file name (an empty one would write nowhere)")
-    target = Path(path)
-    if target.is_dir():
-        raise ConfigError(f"--out {target} is a folder; give a file name such as {target / 'grid.png'}")
-    ancestor = target.parent
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise ConfigError(f"--out {target} lies under {ancestor}, which is a file; choose another --out")
-    if not os.access(ancestor, os.W_OK | os.X_OK) or (target.exists() and not os.access(target, os.W_OK)):
-        raise ConfigError(f"--out {target} is not writable; choose another --out")
-    if len(target.name.encode()) > 255:
-        raise ConfigError(f"--out {target}: the file name is longer than 255 bytes")
-    return target
 
 
 def sample_grid(model: str | Path, prompts: Sequence[str], out: str | Path, *, per_prompt: int = 8,
