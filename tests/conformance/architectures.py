@@ -234,17 +234,17 @@ class MHABlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
-class ViTMHA(nn.Module):
-    """ViT with a class token and position embedding as bare parameters, blocks on nn.MultiheadAttention."""
+class ViT(nn.Module):
+    """ViT with a class token and position embedding as bare parameters; ``block`` builds each block."""
 
-    def __init__(self, num_classes: int = 10, dim: int = 32, heads: int = 4, depth: int = 2, patch: int = 4,
-                 image_size: int = 16):
+    def __init__(self, block: type[nn.Module], num_classes: int = 10, dim: int = 32, heads: int = 4, depth: int = 2,
+                 patch: int = 4, image_size: int = 16):
         super().__init__()
         self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
         tokens = (image_size // patch) ** 2
         self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
-        self.blocks = nn.Sequential(*[MHABlock(dim, heads) for _ in range(depth)])
+        self.blocks = nn.Sequential(*[block(dim, heads) for _ in range(depth)])
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
@@ -253,6 +253,13 @@ class ViTMHA(nn.Module):
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
         x = self.norm(self.blocks(x))
         return self.head(x[:, 0])
+
+
+class ViTMHA(ViT):
+    """The ViT with blocks on ``nn.MultiheadAttention``."""
+
+    def __init__(self, **options: int):
+        super().__init__(MHABlock, **options)
 
 
 class FusedAttention(nn.Module):
@@ -289,25 +296,11 @@ class FusedBlock(nn.Module):
         return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
 
 
-class ViTFused(nn.Module):
-    """timm-style ViT (fused qkv) with a class token and a learned position embedding."""
+class ViTFused(ViT):
+    """The ViT with timm-style fused-qkv blocks."""
 
-    def __init__(self, num_classes: int = 10, dim: int = 32, heads: int = 4, depth: int = 2, patch: int = 4,
-                 image_size: int = 16):
-        super().__init__()
-        self.patch_embed = nn.Conv2d(3, dim, patch, stride=patch)
-        tokens = (image_size // patch) ** 2
-        self.cls_token = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
-        self.pos_embed = nn.Parameter(torch.randn(1, tokens + 1, dim) * 0.02)
-        self.blocks = nn.Sequential(*[FusedBlock(dim, heads) for _ in range(depth)])
-        self.norm = nn.LayerNorm(dim)
-        self.head = nn.Linear(dim, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x).flatten(2).transpose(1, 2)
-        x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed
-        x = self.norm(self.blocks(x))
-        return self.head(x[:, 0])
+    def __init__(self, **options: int):
+        super().__init__(FusedBlock, **options)
 
 
 # --------------------------------------------------------------------------- sequences
