@@ -23,7 +23,7 @@ from metaprune.prune.criteria import get_criterion
 from metaprune.prune.structured import apply_plan
 from metaprune.search.distortion import MaskedModel
 from metaprune.search.space import SearchSpace
-from metaprune.train import evaluate, fit, seed_everything
+from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
 
 OBJECTIVES = ("distortion", "finetune")
 
@@ -87,6 +87,10 @@ class FinetuneObjective:
         model = copy.deepcopy(self.space.model)
         apply_plan(model, self.space.example_input, self.space.to_plan(keep_ratios), get_criterion(self.space.criterion),
                    self.calibration)
+        # removed channels shift every later activation: without new BatchNorm statistics the pruned
+        # model scores at chance and a short fine-tune cannot repair them (the prune job does the same)
+        # (a fresh loader each trial: the same batches for every trial, so equal plans score equally)
+        recalibrate_batchnorm(model, make_loaders(self.splits, batch_size=256, seed=self.seed)[0])
         for part in range(self.rounds_count):
             fit(model, self._part_loader(part), epochs=1, lr=self.lr, progress=False)
             yield evaluate(model, self.val_loader)

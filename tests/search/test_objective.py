@@ -49,3 +49,21 @@ def test_setup_options_are_checked():
         SearchSetup(model, example_input, Budget(0.5), calibration(), objective="loss")
     with pytest.raises(ConfigError, match="needs the data splits"):
         SearchSetup(model, example_input, Budget(0.5), calibration(), objective="finetune")
+
+
+def test_the_finetune_objective_re_estimates_batchnorm_so_a_pruned_trial_is_not_at_chance(digits16):
+    """Pruned without new BatchNorm statistics a ResNet scores at chance and a short fine-tune cannot repair it."""
+    from metaprune.data import calibration_batch
+    from metaprune.prune.budget import Budget
+    from metaprune.search.objective import SearchSetup
+    from metaprune.specs import TaskSpec, TrainingSpec
+    from metaprune.workflows.prune import train_dense
+
+    dense = train_dense(TaskSpec(), TrainingSpec.dense(2), digits16, progress=False)
+    example = digits16.test[0][0].unsqueeze(0)
+    setup = SearchSetup(dense, example, Budget(0.5), calibration_batch(digits16, n=64, seed=0), "finetune", digits16, 0.1)
+    space, objective = setup.build()
+    ratios = space.project(torch.full((len(space),), 0.5, dtype=torch.float64))
+    scores = list(objective.rounds(ratios))
+    assert scores[-1] > 0.5  # chance is 0.1
+    assert list(objective.rounds(ratios)) == scores  # the same plan scores the same
