@@ -105,3 +105,25 @@ def test_corrupt_weights_file_gets_one_clear_error_line(tmp_path, capsys):
     weights.write_bytes(b"\x00" * 64)
     code, _, err = run_cli(["prune", "--speedup", "2", "--weights", str(weights)], capsys)
     _assert_one_error_line(code, err, "corrupt")
+
+
+def test_a_run_keeps_its_dense_model_and_weights_run_dir_starts_from_it(pruned_run, tmp_path, capsys):
+    """`--weights RUN_DIR` loads the dense model the run saved (not its pruned model) and skips training."""
+    import json
+
+    out, _ = pruned_run
+    assert (out / "dense.safetensors").is_file()
+    again = tmp_path / "again"
+    code, _, err = run_cli(["prune", "--speedup", "4", "--weights", str(out), "--finetune-epochs", "0",
+                            "--no-latency", "--out", str(again)], capsys)
+    assert code == 0, err
+    first = json.loads((out / "report.json").read_text())
+    second = json.loads((again / "report.json").read_text())
+    assert second["dense"]["test_accuracy"] == first["dense"]["test_accuracy"]
+    assert second["dense"]["flops"] == first["dense"]["flops"]
+
+
+def test_weights_from_a_folder_without_dense_weights_is_one_error(tmp_path, capsys):
+    code, _, err = run_cli(["prune", "--speedup", "2", "--weights", str(tmp_path), "--epochs", "0",
+                            "--out", str(tmp_path / "out")], capsys)
+    assert code == 1 and "holds no dense.safetensors" in err

@@ -45,12 +45,16 @@ def _mount_subapps() -> None:
 
 
 def _load_dense(weights: str, task: Any) -> Any:
-    """A dense model from a run directory or a safetensors file of the model's state dict."""
-    from metaprune.prune.saving import load_run
+    """The dense model of ``task`` with weights from a safetensors file or from the ``dense.safetensors``
+    a prune or search run saved (never the run's pruned model)."""
+    from metaprune.rundir import DENSE_WEIGHTS_FILE
 
     path = Path(weights)
     if path.is_dir():
-        return load_run(path)
+        if not (path / DENSE_WEIGHTS_FILE).is_file():
+            raise ConfigError(f"--weights {path} holds no {DENSE_WEIGHTS_FILE} (runs save their dense model there); "
+                              "pass a dense weights file instead")
+        path = path / DENSE_WEIGHTS_FILE
     return task.load_model(path, task.load_splits())
 
 
@@ -113,7 +117,8 @@ def prune(
     dense = _load_dense(weights, job.task) if weights else None
     result = run_prune(job, dense_model=dense)
     _print_report(result.report)
-    console.print(f"wrote {result.run_dir}/{{plan.json, report.json, model.safetensors, report.png}}")
+    console.print(f"wrote {result.run_dir}/{{plan.json, report.json, model.safetensors, architecture.json, "
+                  "report.png, dense.safetensors}")
 
 
 def _print_report(report: Any) -> None:

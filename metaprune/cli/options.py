@@ -38,7 +38,7 @@ BatchSize = Annotated[int, Opt(help="Training batch size.")]
 
 # Pruning.
 MinKeep = Annotated[float, Opt(help="Fraction of each group's channels always kept.")]
-Weights = Annotated[str | None, Opt(help="Dense weights (.safetensors) or a run dir; skips dense training.")]
+Weights = Annotated[str | None, Opt(help="Dense weights (.safetensors), or a prune/search run dir (its dense.safetensors); skips dense training.")]
 Out = Annotated[str, Opt(help="Run directory for the job's files (an existing non-empty one needs --overwrite).")]
 Overwrite = Annotated[bool, Opt(help="Replace the files of an existing run in --out.")]
 Progress = Annotated[bool, Opt(help="Show progress bars.")]

@@ -25,9 +25,9 @@ from metaprune.prune.report import ModelFigures, PruneReport, plot_report
 from metaprune.prune.saving import save_run
 from metaprune.prune.schedules import get_schedule
 from metaprune.prune.spec import PruningSpec
-from metaprune.rundir import REPORT_PLOT_FILE, check_out_dir, staged_files
+from metaprune.rundir import DENSE_WEIGHTS_FILE, REPORT_PLOT_FILE, check_out_dir, staged_files
 from metaprune.specs import TaskSpec, TrainingSpec
-from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
+from metaprune.train import evaluate, fit, recalibrate_batchnorm, save_state, seed_everything
 from metaprune.version import __version__
 
 #: Lottery-ticket rewinding goes back to the weights after this fraction of dense training
@@ -227,6 +227,8 @@ def run_prune(
     if options.out:
         with staged_files(options.out) as staging:  # a failure keeps the previous files of --out intact
             save_run(staging, model, example_input=example_input, history=history, plan=plan, report=report)
+            # the dense model too: `--weights RUN_DIR` starts the next prune from it instead of retraining
+            save_state(staging / DENSE_WEIGHTS_FILE, dense, {"model": task.model, "seed": task.seed})
             plot_report(report, staging / REPORT_PLOT_FILE)
         run_dir = Path(options.out)
     return PruneResult(model, dense, report, plan, history, run_dir)
