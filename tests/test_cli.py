@@ -4,19 +4,9 @@ import json
 import time
 
 import pytest
+from cli_helpers import run_cli
 
 from metaprune.cli import main
-
-
-def run_cli(args, capsys):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as stop:
-        code = stop.code
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -144,8 +145,6 @@ def test_bad_input_is_one_error_line_and_touches_nothing(world: Path, capsys, ar
     lines = [line for line in captured.err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), captured.err
     assert "Traceback" not in captured.err + captured.out
-    import re
-
     assert re.search(message, lines[0]), lines[0]
     assert _snapshot(world) == before, "a bad input changed files"
 

@@ -66,3 +66,18 @@ def test_a_new_top_level_package_must_choose_a_floor(tmp_path):
     result = _lint(_mirror(tmp_path, {"unplaced.py": '"""A module on no floor."""\n'}))
     assert result.returncode != 0
     assert "unplaced" in result.stdout
+
+
+def test_the_root_level_packages_are_checked_on_the_installed_layout(tmp_path):
+    """search/, zoo/ and kernels/ are optional layers for a plain run; on the installed layout they count."""
+    back_edge = '"""A deliberate back edge."""\n\nfrom metaprune.workflows import search  # noqa: F401\n'
+    result = _lint(_mirror(tmp_path, {"search/back_edge.py": back_edge}))
+    assert result.returncode != 0
+    assert "metaprune.search.back_edge -> metaprune.workflows.search" in result.stdout
+
+
+def test_a_plain_run_from_the_repository_keeps_the_contract():
+    lint_imports = Path(sys.executable).parent / "lint-imports"
+    result = subprocess.run([str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 kept, 0 broken" in result.stdout

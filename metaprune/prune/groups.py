@@ -81,10 +81,20 @@ class PrunableGroup:
     out_width: dict[str, int] = field(default_factory=dict)
 
 
-def output_producers(model: nn.Module, example_input: ExampleInputs) -> list[str]:
-    """Names of the innermost modules that return the model's output tensors (in output order)."""
+@dataclass(frozen=True)
+class ForwardTrace:
+    """What one forward pass shows: the innermost modules that return the output's tensors (in output
+    order) and every module whose ``forward`` ran."""
+
+    producers: list[str]
+    called: set[str]
+
+
+def trace_forward(model: nn.Module, example_input: ExampleInputs) -> ForwardTrace:
+    """One eval-mode, no-grad forward pass of ``model`` with hooks on every module (see :class:`ForwardTrace`)."""
     produced: dict[int, str] = {}
     alive: list[torch.Tensor] = []  # ids are only unique among living tensors
+    called: set[str] = set()
 
     def record(name: str):
         def hook(_module: nn.Module, _args: Any, output: Any) -> None:
@@ -93,20 +103,27 @@ def output_producers(model: nn.Module, example_input: ExampleInputs) -> list[str
                 produced.setdefault(id(tensor), name)  # inner modules finish first
         return hook
 
-    hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules() if name]
+    modules = [(name, module) for name, module in model.named_modules() if name]
+    hooks = [module.register_forward_hook(record(name)) for name, module in modules]
+    hooks += [module.register_forward_pre_hook(lambda _m, _a, name=name: called.add(name)) for name, module in modules]
+    was_training = model.training
+    model.eval()  # a batch of one through BatchNorm needs running statistics
     try:
         with torch.no_grad():
             output = run_model(model, example_input)
     finally:
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return list(dict.fromkeys(produced[id(tensor)] for tensor in output_tensors(output) if id(tensor) in produced))
+    producers = list(dict.fromkeys(produced[id(tensor)] for tensor in output_tensors(output) if id(tensor) in produced))
+    return ForwardTrace(producers, called)
 
 
-def find_output_layers(model: nn.Module, example_input: ExampleInputs) -> list[str]:
-    """Names of the Conv/Linear layers whose outputs are the model's outputs (never pruned)."""
+def output_layers(model: nn.Module, trace: ForwardTrace) -> list[str]:
+    """Names of the Conv/Linear layers whose outputs are the model's outputs (never pruned); the last
+    Conv/Linear layer when none returns an output tensor itself."""
     modules = dict(model.named_modules())
-    names = [name for name in output_producers(model, example_input) if isinstance(modules[name], CONV_LINEAR)]
+    names = [name for name in trace.producers if isinstance(modules[name], CONV_LINEAR)]
     if not names:
         last = [name for name, module in modules.items() if isinstance(module, CONV_LINEAR)]
         names = last[-1:]
@@ -216,8 +233,9 @@ class ModelGroups:
         except Exception as error:  # torch-pruning raises bare exceptions on untraceable models
             raise PruneError(f"cannot trace {type(model).__name__} for structured pruning: {error}") from error
         # The output's channels stay: the layers that make them are never pruned.
-        ignored_names = set(ignored_layers or []) | set(find_output_layers(model, example_input))
-        anchors = _output_anchors(self.graph, model, output_producers(model, example_input))
+        trace = trace_forward(model, example_input)
+        ignored_names = set(ignored_layers or []) | set(output_layers(model, trace))
+        anchors = _output_anchors(self.graph, model, trace.producers)
         ignored_names |= anchors
         ignored_names |= {f"{name}.qkv" for name in self.attention}
         # A norm layer on the output passes its channels straight through: its group stays whole.

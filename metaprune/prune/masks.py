@@ -30,10 +30,9 @@ from torch.nn.utils import prune
 
 from metaprune.errors import BudgetError, ConfigError
 from metaprune.flops import flops_by_module
-from metaprune.inputs import ExampleInputs, run_model
 from metaprune.prune.budget import Budget
 from metaprune.prune.criteria import Criterion
-from metaprune.prune.groups import find_output_layers
+from metaprune.prune.groups import output_layers, trace_forward
 from metaprune.prune.plan import RANKINGS, PrunePlan
 from metaprune.prune.structured import Calibration, calibration_loss
 
@@ -51,23 +50,6 @@ def is_transposed_linear(module: nn.Module) -> bool:
     weight = getattr(module, "weight", None)
     return (type(module).__name__ == "Conv1D" and isinstance(getattr(module, "nf", None), int)
             and isinstance(weight, torch.Tensor) and weight.dim() == 2)
-
-
-def _called_modules(model: nn.Module, example_input: ExampleInputs) -> set[str]:
-    """Names of the modules whose ``forward`` runs on ``example_input``."""
-    called: set[str] = set()
-    handles = [module.register_forward_pre_hook(lambda _m, _a, name=name: called.add(name))
-               for name, module in model.named_modules()]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            run_model(model, example_input)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
-    return called
 
 
 def gemm_view(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
@@ -237,17 +219,12 @@ class MaskPruner:
         unknown = set(ignored or []) - set(modules)
         if unknown:
             raise ConfigError(f"ignored layers not found in the model: {sorted(unknown)}")
-        was_training = model.training
-        model.eval()  # a batch of one through BatchNorm needs running statistics
-        try:
-            skipped = set(ignored or []) | set(find_output_layers(model, example_input))
-        finally:
-            model.train(was_training)
-        called = _called_modules(model, example_input)
+        trace = trace_forward(model, example_input)
+        skipped = set(ignored or []) | set(output_layers(model, trace))
         # a layer whose forward never runs (nn.MultiheadAttention reads out_proj.weight itself) would
         # keep a stale masked weight that breaks the second backward: such layers stay dense
         layers = [name for name, module in modules.items()
-                  if is_maskable(module) and name not in skipped and name in called]
+                  if is_maskable(module) and name not in skipped and name in trace.called]
         if not layers:
             raise ConfigError(f"{type(model).__name__} has no prunable Conv/Linear layer besides its outputs")
         if self.n_m is not None:

@@ -25,11 +25,6 @@ from metaprune.errors import ConfigError
 from metaprune.search.space import SearchSpace
 
 
-def cost_term_layers(space: SearchSpace) -> list[str]:
-    """The layer name of every term of ``space.cost`` (same order as its ``term_flops``)."""
-    return list(space.cost.term_names)
-
-
 class ExpectedCost:
     """Differentiable :math:`E[F]` of a search space, optionally with the blocks of searched stages."""
 
@@ -39,10 +34,9 @@ class ExpectedCost:
         self.term_flops, self.constant = cost.term_flops, cost.constant
         self.out_weights, self.in_weights = cost.removal_weights()
         self.shared = self.out_weights * self.in_weights
-        layers = cost_term_layers(space)
         prefixes = sorted(blocks or [], key=len, reverse=True)
         self.term_block = [next((block for block in prefixes if layer.startswith(block + ".")), None)
-                           for layer in layers]
+                           for layer in cost.term_names]
 
     def __call__(self, ratio_mean: torch.Tensor, ratio_square: torch.Tensor,
                  block_running: dict[str, torch.Tensor] | None = None) -> torch.Tensor:

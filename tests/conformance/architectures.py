@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from metaprune.inputs import output_tensors as tensors  # noqa: F401  (every tensor of an output)
+
 Builder = Callable[[int], tuple[nn.Module, torch.Tensor]]
 
 
@@ -471,17 +473,6 @@ def structure(output: Any) -> Any:
     if isinstance(output, (tuple, list)):
         return (type(output).__name__, tuple(structure(value) for value in output))
     return (type(output).__name__,)
-
-
-def tensors(output: Any) -> list[torch.Tensor]:
-    """Every tensor of an output, in structure order."""
-    if isinstance(output, torch.Tensor):
-        return [output]
-    if isinstance(output, Mapping):
-        return [tensor for value in output.values() for tensor in tensors(value)]
-    if isinstance(output, (tuple, list)):
-        return [tensor for value in output for tensor in tensors(value)]
-    return []
 
 
 def run(model: nn.Module, inputs: torch.Tensor) -> Any:
