@@ -37,7 +37,13 @@ from metaprune.diffusion.pipeline import PromptRoutedPipeline
 from metaprune.diffusion.report import write_pipeline_report
 from metaprune.diffusion.slicing import slice_unet
 from metaprune.diffusion.static import static_gates
-from metaprune.diffusion.task import DIFFICULTY_NAMES, all_prompts, load_digits_prompt_task, parse_prompt
+from metaprune.diffusion.task import (
+    DIFFICULTY_NAMES,
+    all_prompts,
+    is_task_prompt,
+    load_digits_prompt_task,
+    parse_prompt,
+)
 from metaprune.diffusion.teacher import (
     Sampling,
     TrainConfig,
@@ -128,7 +134,14 @@ def frechet_distance(first: np.ndarray, second: np.ndarray) -> float:
 
 @torch.no_grad()
 def judge_images(judge: Judge, images: torch.Tensor, real: torch.Tensor, prompts: list[str]) -> dict:
-    """Accuracy (all digits right), accuracy per difficulty and FD of judge features vs the real images."""
+    """Accuracy (all digits right), accuracy per difficulty and FD of judge features vs the real images.
+
+    Only the task's own prompts can be judged (:func:`is_task_prompt`); images of free-text prompts are
+    left out (``judged`` counts the rest).
+    """
+    keep = [index for index, prompt in enumerate(prompts) if is_task_prompt(prompt)]
+    if len(keep) < len(prompts):
+        images, real, prompts = images[keep], real[keep], [prompts[index] for index in keep]
     crops, labels, owners = digit_crops(images, prompts)
     correct = (judge(crops).argmax(1) == labels).float()
     per_image = torch.ones(len(prompts)).index_reduce_(0, owners, correct, "amin")
@@ -136,7 +149,7 @@ def judge_images(judge: Judge, images: torch.Tensor, real: torch.Tensor, prompts
     real_crops, _, _ = digit_crops(real, prompts)
     fd = frechet_distance(judge.features(crops).numpy().astype(np.float64),
                           judge.features(real_crops).numpy().astype(np.float64))
-    return {"accuracy": per_image.mean().item(), "fd": fd,
+    return {"accuracy": per_image.mean().item(), "fd": fd, "judged": len(prompts),
             "accuracy_by_difficulty": {DIFFICULTY_NAMES[d]: per_image[difficulty == d].mean().item()
                                        for d in range(3) if (difficulty == d).any()}}
 

@@ -71,33 +71,44 @@ def table(result: dict, speedups: list[float], criteria: list[str]) -> str:
 
 
 def plot(result: dict, speedups: list[float], criteria: list[str], path: Path) -> None:
-    """Accuracy after fine-tune vs speed-up, one line per criterion, and latency vs FLOPs speed-up."""
+    """Accuracy after fine-tune vs speed-up (mean ± std over seeds), one line per criterion, and latency vs FLOPs speed-up."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    for criterion in criteria:
-        means = []
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.8))
+    for index, criterion in enumerate(criteria):
+        dodge = 2 ** (0.05 * (index - (len(criteria) - 1) / 2))  # side by side, so the error bars stay apart
+        means, spreads = [], []
         for speedup in speedups:
-            picked = [r["report"]["pruned"]["test_accuracy"] for r in result["runs"]
+            picked = [100 * r["report"]["pruned"]["test_accuracy"] for r in result["runs"]
                       if r["speedup"] == speedup and r["criterion"] == criterion]
-            means.append(100 * statistics.mean(picked))
-        left.plot(speedups, means, marker="o", label=criterion)
+            means.append(statistics.mean(picked))
+            spreads.append(statistics.stdev(picked) if len(picked) > 1 else 0.0)
+        left.errorbar([speedup * dodge for speedup in speedups], means, yerr=spreads, marker="o", capsize=3,
+                      label=criterion)
+    seeds = len({r["seed"] for r in result["runs"]})
     left.set_xscale("log", base=2)
-    left.set_xlabel("FLOPs speed-up target")
-    left.set_ylabel("test accuracy after fine-tune (%)")
-    left.legend(fontsize=7)
+    left.set_xticks(speedups, [f"{s:g}x" for s in speedups])
+    left.minorticks_off()
+    left.set_xlabel("FLOPs speed-up target", fontsize=11)
+    left.set_ylabel("test accuracy after fine-tune (%)", fontsize=11)
+    left.set_title(f"mean ± std over {seeds} seed{'s' * (seeds > 1)}", fontsize=11)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=3, fontsize=10, frameon=False)
     flops = [r["report"]["speedup"]["flops"] for r in result["runs"]]
     latency = [r["report"]["speedup"]["latency"] for r in result["runs"]]
-    right.scatter(flops, latency, s=12)
-    right.plot([1, max(flops)], [1, max(flops)], "k--", linewidth=0.8, label="latency = FLOPs")
-    right.set_xlabel("FLOPs speed-up")
-    right.set_ylabel("measured CPU latency speed-up (batch 32, 1 thread)")
-    right.legend(fontsize=7)
+    right.scatter(flops, latency, s=14, label="one run")
+    right.plot([1, max(flops)], [1, max(flops)], "k--", linewidth=0.8, label="latency speed-up = FLOPs speed-up")
+    right.set_xlabel("FLOPs speed-up (dense / pruned FLOPs)", fontsize=11)
+    right.set_ylabel("CPU latency speed-up\n(batch 32, 1 thread)", fontsize=11)
+    right.set_title("measured latency against FLOPs", fontsize=11)
+    right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=10, frameon=False)
+    for axes in (left, right):
+        axes.tick_params(labelsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ accuracy right after pruning and after fine-tuning.
     python train_meta.py population --out runs/meta-population
     python train_meta.py train --population runs/meta-population --out runs/meta
     python benchmarks/meta_vs_baselines.py --metanet runs/meta
+    python benchmarks/meta_vs_baselines.py --plot-only   # redraw the PNG from results/meta_vs_baselines.json
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ CRITERIA = ["meta", "output_group_l2", "group_l2", "taylor", "random"]  # output
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--metanet", required=True, help="metanet.safetensors or its meta-training directory")
+    parser.add_argument("--metanet", help="metanet.safetensors or its meta-training directory (needed unless --plot-only)")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the PNG and table from the results JSON without running anything")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--speedups", type=float, nargs="+", default=[2, 4, 8])
     parser.add_argument("--epochs", type=int, default=12, help="dense training epochs")
@@ -45,13 +48,21 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.speedups = [0], [8]
+    name = "meta_vs_baselines_quick" if args.quick else "meta_vs_baselines"
+    if args.plot_only:
+        result = json.loads((RESULTS / f"{name}.json").read_text())
+        speedups = sorted({run["speedup"] for run in result["runs"]})
+        plot(result, speedups, CRITERIA, RESULTS / f"{name}.png")
+        print(table(result, speedups, CRITERIA))
+        return
+    if args.metanet is None:
+        parser.error("--metanet is required (or --plot-only)")
     torch.set_num_threads(2)
     result = run(args.seeds, args.speedups, CRITERIA, args.epochs, args.finetune_epochs, metanet=args.metanet,
                  split_seed=args.split_seed)
     meta_report = Path(args.metanet) / "meta_report.json"
     if meta_report.is_file():
         result["meta_training"] = json.loads(meta_report.read_text())
-    name = "meta_vs_baselines_quick" if args.quick else "meta_vs_baselines"
     print(f"wrote {write_json(name, result)}")
     plot(result, args.speedups, CRITERIA, RESULTS / f"{name}.png")
     dense = result["dense"]

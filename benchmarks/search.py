@@ -8,11 +8,13 @@ and prints a Markdown table (test accuracy mean ± std, search wall time).
 
     python benchmarks/search.py            # 3 seeds, 50 trials per searcher
     python benchmarks/search.py --quick    # 1 seed, 20 trials
+    python benchmarks/search.py --plot-only [--quick]   # redraw the PNG from the results JSON
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import tempfile
@@ -78,7 +80,7 @@ def plot(records: list[dict], speedups: list[float], methods: list[str], path: P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(8, 4))
+    figure, axes = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / len(speedups)
     for offset, speedup in enumerate(speedups):
         values = [[100 * r["test_accuracy"] for r in records if r["method"] == m and r["speedup"] == speedup]
@@ -86,13 +88,15 @@ def plot(records: list[dict], speedups: list[float], methods: list[str], path: P
         means = [statistics.mean(v) for v in values]
         spreads = [statistics.stdev(v) if len(v) > 1 else 0.0 for v in values]
         axes.bar([i + offset * width for i in range(len(methods))], means, width, yerr=spreads, label=f"{speedup:g}x")
-    axes.set_xticks([i + width * (len(speedups) - 1) / 2 for i in range(len(methods))], methods)
-    axes.set_ylabel("test accuracy after fine-tune (%)")
-    axes.set_ylim(bottom=max(0.0, min(100 * r["test_accuracy"] for r in records) - 5))
-    axes.set_title("digits ResNet-20: allocation methods at equal fine-tune")
-    axes.legend()
+    seeds = len({r["seed"] for r in records})
+    axes.set_xticks([i + width * (len(speedups) - 1) / 2 for i in range(len(methods))], methods, fontsize=10)
+    axes.set_ylabel("test accuracy after fine-tune (%)", fontsize=11)
+    axes.set_ylim(max(0.0, min(100 * r["test_accuracy"] for r in records) - 3), 100)  # accuracy ends at 100 %
+    axes.set_title("digits ResNet-20: allocation methods at equal fine-tune "
+                   + (f"(mean ± std, {seeds} seeds)" if seeds > 1 else "(1 seed)"), fontsize=11)
+    axes.legend(title="FLOPs speed-up", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -106,11 +110,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="dense training epochs")
     parser.add_argument("--finetune-epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="concurrent Ray trials")
+    parser.add_argument("--plot-only", action="store_true",
+                        help="redraw the PNG and table from the results JSON without running anything")
     args = parser.parse_args()
+    name = "search_quick" if args.quick else "search"
+    if args.plot_only:
+        saved = json.loads((RESULTS / f"{name}.json").read_text())["records"]
+        speedups = sorted({r["speedup"] for r in saved})
+        methods = [m for m in METHODS if any(r["method"] == m for r in saved)]
+        plot(saved, speedups, methods, RESULTS / f"{name}.png")
+        print(table(saved, speedups, methods))
+        return
     seeds = list(range(1 if args.quick else args.seeds))
     trials = 20 if args.quick else args.trials
     records = run(seeds, args.speedups, args.methods, trials, args.epochs, args.finetune_epochs, args.workers)
-    name = "search_quick" if args.quick else "search"
     write_json(name, {"seeds": seeds, "trials": trials, "finetune_epochs": args.finetune_epochs,
                       "objective": "distortion", "records": records})
     plot(records, args.speedups, args.methods, RESULTS / f"{name}.png")

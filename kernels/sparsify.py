@@ -32,6 +32,11 @@ def sparsify(
     ``batch`` (``cpu_backend="dense"|"csr"`` forces the choice, for reproducible
     tests). Outputs equal the dense masked model's up to float rounding. The
     input model is left untouched unless ``inplace=True``.
+
+    Raises:
+        KernelError: bad options, or nothing to convert: no ``nn.Linear`` is masked or at least
+            ``min_sparsity`` sparse (convolutions, e.g. of the pruned CNNs ``metaprune prune``
+            writes, have no sparse kernel here and stay dense).
     """
     if not isinstance(model, nn.Module):
         raise KernelError(f"expected an nn.Module, got {type(model).__name__}")
@@ -47,6 +52,8 @@ def sparsify(
         for module in model.modules()
         if isinstance(module, nn.Linear) and is_pruned(module, min_sparsity)
     }
+    if not replacements:
+        raise KernelError(_nothing_to_sparsify(model, min_sparsity))
     if not inplace:
         # Pre-seeding the deepcopy memo swaps the layers during the copy, so the pruned Linears (whose
         # ``weight`` is a non-leaf tensor that deepcopy refuses) are never copied themselves.
@@ -59,3 +66,17 @@ def sparsify(
             parent_name, _, child_name = name.rpartition(".")
             setattr(model.get_submodule(parent_name), child_name, replacements[id(module)])
     return model
+
+
+def _nothing_to_sparsify(model: nn.Module, min_sparsity: float) -> str:
+    """Why :func:`sparsify` would return ``model`` unchanged, naming what it can convert."""
+    linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
+    masked_convs = sum(isinstance(module, nn.modules.conv._ConvNd) and hasattr(module, "weight_mask")
+                       for module in model.modules())
+    found = (f"{len(linears)} nn.Linear layer(s), the sparsest {max(sparsity_of(effective_weight(m)) for m in linears):.0%} "
+             "zeros" if linears else "no nn.Linear layer")
+    convs = (f"; its {masked_convs} pruned convolution(s) have no sparse kernel here and stay dense"
+             if masked_convs else "")
+    return (f"nothing to sparsify in {type(model).__name__}: sparsify converts masked nn.Linear layers or ones with "
+            f">= {min_sparsity:.0%} zero weights, and found {found}{convs}; prune its Linear layers "
+            "(--pattern unstructured or n:m) or lower min_sparsity")

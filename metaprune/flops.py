@@ -10,9 +10,6 @@ budget check uses these functions.
 from __future__ import annotations
 
 import statistics
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -184,16 +181,6 @@ class LatencyStats:
         return asdict(self)
 
 
-@contextmanager
-def _num_threads(threads: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def measure_latency(
     model: nn.Module,
     example_input: torch.Tensor,
@@ -202,25 +189,30 @@ def measure_latency(
     warmup: int = 5,
     threads: int = 1,
 ) -> LatencyStats:
-    """Median CPU latency of ``model(example_input)`` after ``warmup`` untimed runs.
+    """Median CPU latency of ``model(example_input)``, timed by :class:`torch.utils.benchmark.Timer`.
 
-    Runs in eval mode under ``torch.no_grad`` with a fixed number of intra-op threads so
-    figures are comparable between a dense and a pruned model measured in one process.
+    ``warmup`` untimed runs (the Timer adds two of its own), then
+    :meth:`~torch.utils.benchmark.Timer.blocked_autorange` for about ``repeats`` runs' worth of
+    time, in blocks sized so the timer's overhead is negligible; the median and deciles are
+    over the blocks' per-run times and ``repeats`` in the result is the number of timed runs.
+    Runs in eval mode under ``torch.no_grad`` with ``threads`` intra-op threads (the Timer sets
+    and restores them), so a dense and a pruned model measured in one process compare fairly.
     """
+    from torch.utils import benchmark
+
     if repeats < 1 or warmup < 0 or threads < 1:
         raise ConfigError(f"need repeats >= 1, warmup >= 0, threads >= 1; got {repeats}, {warmup}, {threads}")
     was_training = model.training
     model.eval()
-    timings = []
+    timer = benchmark.Timer(stmt="model(example_input)", globals={"model": model, "example_input": example_input},
+                            num_threads=threads, label=type(model).__name__)
     try:
-        with _num_threads(threads), torch.no_grad():
-            for _ in range(warmup):
-                model(example_input)
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(example_input)
-                timings.append((time.perf_counter() - start) * 1e3)
+        with torch.no_grad():
+            one_run = timer.timeit(max(1, warmup)).mean  # the warm-up also sizes the measurement
+            measurement = timer.blocked_autorange(min_run_time=repeats * one_run)
     finally:
         model.train(was_training)
-    deciles = statistics.quantiles(timings, n=10) if len(timings) > 1 else [timings[0]] * 9
-    return LatencyStats(statistics.median(timings), deciles[0], deciles[-1], repeats, threads)
+    times_ms = [seconds * 1e3 for seconds in measurement.times]
+    deciles = statistics.quantiles(times_ms, n=10) if len(times_ms) > 1 else times_ms * 9
+    return LatencyStats(measurement.median * 1e3, deciles[0], deciles[-1], len(times_ms) * measurement.number_per_run,
+                        threads)

@@ -7,6 +7,7 @@ Every job writes its results under one folder (``runs/<name>/``)::
     report.png          its plot (REPORT_PLOT_FILE)
     model.safetensors   the pruned weights (WEIGHTS_FILE)
     architecture.json   how to rebuild the model around them (ARCHITECTURE_FILE)
+    run.log             what the command said while it ran, appended per run (RUN_LOG_FILE)
 
 A search adds ``best_plan.json``, ``trials.csv``, ``pareto.png``, ``search.json`` and
 ``dense.safetensors``; a prompt-routed diffusion pipeline holds ``config.json`` and its
@@ -25,11 +26,12 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from metaprune.errors import ConfigError, MetapruneError, WeightsError
+
+if TYPE_CHECKING:  # torch loads with the first tensor written, not with the file names (the CLI starts fast)
+    import torch
 
 # A pruning run (`metaprune prune --out`).
 PLAN_FILE = "plan.json"
@@ -37,6 +39,8 @@ REPORT_FILE = "report.json"
 REPORT_PLOT_FILE = "report.png"
 WEIGHTS_FILE = "model.safetensors"
 ARCHITECTURE_FILE = "architecture.json"
+# Every run directory a command writes (`metaprune.logs.run_log`); a folder holding only this is not a run.
+RUN_LOG_FILE = "run.log"
 
 # A search run (`metaprune search --out`).
 BEST_PLAN_FILE = "best_plan.json"
@@ -51,6 +55,8 @@ PREDICTOR_WEIGHTS_FILE = "predictor.safetensors"
 EXPERT_WEIGHTS_FILE = "experts.safetensors"
 EMBEDDINGS_FILE = "embeddings.safetensors"
 PIPELINE_FILES = (PIPELINE_CONFIG_FILE, PREDICTOR_WEIGHTS_FILE, EXPERT_WEIGHTS_FILE, EMBEDDINGS_FILE)
+# ... and, in diffusers' folder conventions, its index and the configs diffusers itself reads (h3).
+PIPELINE_DIFFUSERS_FILES = ("model_index.json", "scheduler/scheduler_config.json", "unet/config.json")
 
 # A diffusion teacher (`metaprune diffusion teacher --out`): EMA weights to use, and what resuming needs.
 TEACHER_CONFIG_FILE = "unet.json"
@@ -138,7 +144,8 @@ def check_out_dir(out: str | Path | None, *, overwrite: bool = False, resumable:
 
     Refuses an empty name, a path that is a file or lies under a file, a folder that cannot be
     created or written, and an existing non-empty folder unless ``overwrite`` (or ``resumable``:
-    a search resumes the study in its folder). Creates nothing.
+    a search resumes the study in its folder). A folder holding only ``run.log`` (a run that failed)
+    counts as empty. Creates nothing.
 
     Raises:
         ConfigError: one line naming the path and what to do.
@@ -150,7 +157,7 @@ def check_out_dir(out: str | Path | None, *, overwrite: bool = False, resumable:
         raise ConfigError(f"--out {str(path)[:60]}...: the folder name is longer than 255 bytes")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder; choose another --out")
-    if path.is_dir() and any(path.iterdir()) and not (overwrite or resumable):
+    if path.is_dir() and any(item.name != RUN_LOG_FILE for item in path.iterdir()) and not (overwrite or resumable):
         raise ConfigError(f"--out {path} already holds a run; pass --overwrite to replace it or choose another --out")
     check_creatable(path, f"--out {path}")
     return path

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from metaprune.errors import ConfigError
+from metaprune.errors import ConfigError, SearchError
 from metaprune.prune.plan import PrunePlan
 from metaprune.registry import Registry
 from metaprune.search.allocators import get_allocator
@@ -47,11 +48,15 @@ def check_search_options(trials: int, workers: int, sampler: str) -> None:
 
 @dataclass
 class SearchContext:
-    """One search: the space and objective built from ``setup``, and how many trials to spend where."""
+    """One search: the space and objective built from ``setup``, and how many trials to spend where.
+
+    ``space`` and ``objective`` are ``None`` when ``setup`` has no dense model: for methods
+    that design a new network (see :func:`designs_new_network`).
+    """
 
     setup: SearchSetup
-    space: SearchSpace
-    objective: Objective
+    space: SearchSpace | None
+    objective: Objective | None
     trials: int = 50
     sampler: str = "tpe"
     seed: int = 0
@@ -67,8 +72,8 @@ class SearchContext:
 
     @classmethod
     def from_setup(cls, setup: SearchSetup, **options: object) -> SearchContext:
-        """Build the space and objective of ``setup`` and wrap them with the search options."""
-        space, objective = setup.build()
+        """Build the space and objective of ``setup`` (none without a dense model) and wrap them with the search options."""
+        space, objective = setup.build() if setup.model is not None else (None, None)
         return cls(setup, space, objective, **options)  # type: ignore[arg-type]
 
     def score(self, keep_ratios: torch.Tensor) -> float:
@@ -98,6 +103,8 @@ class SearchResult:
     best_score: float | None
     trials: list[TrialRecord]
     pareto: list[TrialRecord] = field(default_factory=list)
+    #: the Optuna study behind the trials, if any: its ``trials_dataframe()`` adds timings and raw parameters to the CSV
+    study: Any = None
 
     def __post_init__(self) -> None:
         if not self.pareto:
@@ -116,12 +123,26 @@ def pareto_front(trials: list[TrialRecord]) -> list[TrialRecord]:
 
 
 def best_feasible(trials: list[TrialRecord], budget_ratio: float) -> TrialRecord:
-    """The highest-scoring complete trial within the budget (with the projection's tolerance)."""
+    """The highest-scoring complete trial that meets the budget: FLOPs ratio within ``TOLERANCE`` of it.
+
+    Trials far below the budget (NSGA-II explores down to half of it) stay on the Pareto front
+    but are not the answer to the budget asked for.
+    """
     feasible = [trial for trial in trials if trial.state == "COMPLETE" and trial.score is not None
-                and trial.flops_ratio <= budget_ratio * (1 + TOLERANCE)]
+                and abs(trial.flops_ratio - budget_ratio) <= budget_ratio * TOLERANCE]
     if not feasible:
-        raise ConfigError("no complete trial within the budget; run more trials")
+        raise SearchError(f"no complete trial within ±{TOLERANCE:.0%} of the budget {budget_ratio:.4g}; "
+                          "run more trials")
     return max(feasible, key=lambda trial: trial.score)
+
+
+def check_search_met(result: SearchResult, budget_ratio: float) -> None:
+    """SearchError unless the best plan's FLOPs ratio is within ``TOLERANCE`` of the budget (the search's promise)."""
+    achieved = result.best_plan.flops_ratio
+    if achieved is None or abs(achieved - budget_ratio) > budget_ratio * TOLERANCE:
+        shown = "no FLOPs ratio" if achieved is None else f"a FLOPs ratio of {achieved:.4f}"
+        raise SearchError(f"the {result.method} search's best plan has {shown} for a budget of {budget_ratio:.4f} "
+                          f"(beyond ±{TOLERANCE:.0%}); run more trials or choose a budget the model can reach")
 
 
 SearchMethod = Callable[[SearchContext], SearchResult]
@@ -129,7 +150,28 @@ SearchMethod = Callable[[SearchContext], SearchResult]
 #: Every search method by name: the allocators (one trial each), the searchers (Optuna, Ray
 #: Tune) and the differentiable NAS methods. Add one with ``@register_method(name)``.
 METHODS: Registry[SearchMethod] = Registry("search method")
-register_method = METHODS.register
+#: Methods that design a new network instead of pruning the given one (DASS): no dense model is trained for them.
+NEW_NETWORK_METHODS: set[str] = set()
+
+
+def register_method(name: str, *, new_network: bool = False) -> Callable[[SearchMethod], SearchMethod]:
+    """Decorator registering a search method under ``name``.
+
+    ``new_network=True``: the method designs its own network from the data and never reads the
+    dense model; the search then trains none and its context has no space nor objective.
+    """
+    def decorator(method: SearchMethod) -> SearchMethod:
+        METHODS.register(name)(method)
+        if new_network:
+            NEW_NETWORK_METHODS.add(name)
+        return method
+    return decorator
+
+
+def designs_new_network(name: str) -> bool:
+    """Whether the registered method ``name`` designs a new network (no dense model needed)."""
+    get_method(name)
+    return name in NEW_NETWORK_METHODS
 
 
 def get_method(name: str) -> SearchMethod:

@@ -98,9 +98,12 @@ class FinetuneObjective:
 
 @dataclass
 class SearchSetup:
-    """Everything needed to rebuild a search space and its objective in any process."""
+    """Everything needed to rebuild a search space and its objective in any process.
 
-    model: nn.Module
+    ``model`` is ``None`` for methods that design a new network (they read only the data and budget).
+    """
+
+    model: nn.Module | None
     example_input: torch.Tensor
     budget: Budget
     calibration: tuple[torch.Tensor, torch.Tensor]
@@ -118,6 +121,8 @@ class SearchSetup:
 
     def build(self) -> tuple[SearchSpace, Objective]:
         """The search space of the dense model and the objective that scores its points."""
+        if self.model is None:
+            raise ConfigError("this search needs the dense model to build its search space")
         self.model.eval()
         space = SearchSpace(self.model, self.example_input, self.budget, min_keep=self.min_keep, criterion=self.criterion)
         if self.objective == "distortion":

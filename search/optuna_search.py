@@ -35,10 +35,10 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.storages.journal._file import LOCK_FILE_SUFFIX, get_lock_file
 from optuna.study import MaxTrialsCallback
 from optuna.trial import TrialState
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from sqlalchemy.exc import IntegrityError
 
 from metaprune.errors import SearchError
+from metaprune.logs import progress_bar
 from metaprune.rundir import check_creatable
 from metaprune.search.allocators import get_allocator
 from metaprune.search.methods import (
@@ -375,14 +375,12 @@ def optuna_search(context: SearchContext) -> SearchResult:
     """Run (or resume) an Optuna study until it has ``context.trials`` complete trials."""
     study = open_study(context)
     complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"))
-    with Progress(*columns, disable=not context.progress, transient=True) as bar:
-        task = bar.add_task(f"optuna/{context.sampler}", total=context.trials, completed=complete, best="-")
+    with progress_bar(f"optuna/{context.sampler}", context.trials, completed=complete, enabled=context.progress) as bar:
 
         def show(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
             best = max((t.values[0] for t in done), default=None)
-            bar.update(task, completed=len(done), best=f"{best:.4g}" if best is not None else "-")
+            bar.update(len(done), status=f"best {best:.4g}" if best is not None else "best -")
 
         if complete < context.trials:
             study.optimize(_objective(context, context.sampler == "nsga2"), n_trials=context.trials - complete,
@@ -390,4 +388,4 @@ def optuna_search(context: SearchContext) -> SearchResult:
     records = _records(study)
     best = best_feasible(records, context.space.budget.flops_ratio)
     plan = context.space.to_plan(torch.tensor(best.keep_ratios, dtype=torch.float64))
-    return SearchResult("optuna", plan, best.score, records, pareto_front(records))
+    return SearchResult("optuna", plan, best.score, records, pareto_front(records), study=study)

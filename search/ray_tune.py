@@ -9,6 +9,8 @@ process, projects every proposal onto the budget and reports the objective's rou
 
 from __future__ import annotations
 
+import logging
+import os
 import tempfile
 import uuid
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import torch
 
 from metaprune.errors import SearchError
+from metaprune.logs import progress_bar
 from metaprune.search import methods
 from metaprune.search.allocators import get_allocator
 from metaprune.search.methods import SearchContext, SearchResult, TrialRecord, best_feasible, pareto_front
@@ -27,6 +30,28 @@ BASELINES = ("uniform", "erk", "global_magnitude")
 # With reuse_actors a worker process runs many trials: it keeps the space and objective of the
 # current search (by key) so that only its first trial traces the model.
 _built: dict[str, tuple[SearchSpace, Objective]] = {}
+
+
+class _HideTokenNotice(logging.Filter):
+    """Drop Ray's notice that a local instance turned token authentication on (its secure default)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Token authentication is enabled for this Ray cluster")
+
+
+def _quiet_ray() -> dict[str, Any]:
+    """Keep Ray's banner, INFO lines and Tune's tables off the console (metaprune reports the search itself);
+    returns the options for ``ray.init``. An environment variable the user set wins."""
+    import optuna
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the classic reporter prints nothing at verbose=0
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # with worker logs off, nothing to summarise
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # OptunaSearch announces its in-memory study
+    token_logger = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    if not any(isinstance(item, _HideTokenNotice) for item in token_logger.filters):
+        token_logger.addFilter(_HideTokenNotice())
+    return {"include_dashboard": False, "log_to_driver": False, "configure_logging": True,
+            "logging_level": logging.WARNING}
 
 
 def _param(index: int) -> str:
@@ -62,9 +87,9 @@ def ray_search(context: SearchContext) -> SearchResult:
     if started:
         try:
             if context.address:
-                ray.init(address=context.address, include_dashboard=False, log_to_driver=False)
+                ray.init(address=context.address, **_quiet_ray())
             else:
-                ray.init(num_cpus=context.workers, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=context.workers, **_quiet_ray())
         except (ConnectionError, RuntimeError, ValueError) as error:
             hint = (" (clusters from `ray start` use token authentication: export RAY_AUTH_MODE=token "
                     "with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN)" if context.address else "")
@@ -94,6 +119,7 @@ def _fit(context: SearchContext, run_dir: Path) -> Any:
                  for name in BASELINES[: context.trials]]
     points = [{_param(i): max(float(r), float(f)) for i, (r, f) in enumerate(zip(ratios, space.floor))}
               for ratios in baselines]
+    progress = progress_bar(f"ray/{context.workers} workers", context.trials, enabled=context.progress)
     tuner = tune.Tuner(
         tune.with_parameters(_trial, setup=context.setup, key=uuid.uuid4().hex),
         param_space={_param(i): tune.uniform(float(floor), 1.0) for i, floor in enumerate(space.floor)},
@@ -102,9 +128,38 @@ def _fit(context: SearchContext, run_dir: Path) -> Any:
                                     max_concurrent_trials=context.workers, reuse_actors=True,
                                     scheduler=ASHAScheduler(grace_period=1, reduction_factor=2)),
         run_config=tune.RunConfig(name=context.study or "metaprune-search",
-                                  storage_path=str(run_dir.resolve() / "ray"), verbose=0),  # Ray wants it absolute
+                                  storage_path=str(run_dir.resolve() / "ray"), verbose=0,  # Ray wants it absolute
+                                  callbacks=[_trial_progress_callback(progress)]),
     )
-    return tuner.fit()
+    with progress:
+        return tuner.fit()
+
+
+def _trial_progress_callback(bar: Any) -> Any:
+    """A Tune callback advancing ``bar`` as trials end (complete, stopped by ASHA, or failed).
+
+    Tune pickles its run config with the experiment state: the bar stays behind (a restored
+    callback reports nothing)."""
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        def __init__(self) -> None:
+            self.bar = bar
+
+        def __reduce__(self) -> tuple:
+            return (_no_progress_callback, ())
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            if self.bar is not None:
+                self.bar.advance()
+
+        on_trial_error = on_trial_complete
+
+    return TrialProgress()
+
+
+def _no_progress_callback() -> Any:
+    return _trial_progress_callback(None)
 
 
 def _records(grid: Any, rounds_count: int) -> list[TrialRecord]:

@@ -16,17 +16,55 @@ Each entry's ``pattern`` picks its kind (:mod:`metaprune.zoo.loaders`): the file
 loads and whether it can be verified; a new kind is one ``ENTRY_KINDS.add(name, EntryKind(...))``.
 """
 
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from typing import TYPE_CHECKING, Any
+
 from metaprune.errors import ChecksumError, ZooError
-from metaprune.zoo.cache import entry_cache_dir, pull, pull_entry, verify_files
-from metaprune.zoo.card import make_card
-from metaprune.zoo.download import download_file, sha256_file
-from metaprune.zoo.loaders import ENTRY_KINDS, EntryKind, entry_kind
-from metaprune.zoo.publish import publish
-from metaprune.zoo.registry import Entry, FileRecord, Index, info, list_entries, load_index
-from metaprune.zoo.verify import Tolerance, VerifyResult, load_entry, verify
+
+if TYPE_CHECKING:
+    from metaprune.zoo.cache import entry_cache_dir, pull, pull_entry, verify_files
+    from metaprune.zoo.card import make_card
+    from metaprune.zoo.download import download_file, sha256_file
+    from metaprune.zoo.loaders import ENTRY_KINDS, EntryKind, entry_kind
+    from metaprune.zoo.publish import publish
+    from metaprune.zoo.registry import Entry, FileRecord, Index, info, list_entries, load_index
+    from metaprune.zoo.verify import Tolerance, VerifyResult, load_entry, verify
+
+# The names load on first use: ``metaprune --help`` and ``metaprune zoo list`` need neither torch nor matplotlib.
+_MODULE_OF = {
+    **dict.fromkeys(("entry_cache_dir", "pull", "pull_entry", "verify_files"), "cache"),
+    "make_card": "card", "download_file": "download", "sha256_file": "download",
+    **dict.fromkeys(("ENTRY_KINDS", "EntryKind", "entry_kind"), "loaders"),
+    "publish": "publish",
+    **dict.fromkeys(("Entry", "FileRecord", "Index", "info", "list_entries", "load_index"), "registry"),
+    **dict.fromkeys(("Tolerance", "VerifyResult", "load_entry", "verify"), "verify"),
+}
 
 __all__ = [
     "ENTRY_KINDS", "ChecksumError", "Entry", "EntryKind", "FileRecord", "Index", "Tolerance", "VerifyResult",
     "ZooError", "download_file", "entry_cache_dir", "entry_kind", "info", "list_entries", "load_entry",
     "load_index", "make_card", "publish", "pull", "pull_entry", "sha256_file", "verify", "verify_files",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_MODULE_OF[name]}"), name)
+
+
+class _ZooPackage(types.ModuleType):
+    """``zoo.publish`` and ``zoo.verify`` are the functions, not their modules: importing a submodule
+    sets it as an attribute of this package, and the function of the same name takes its place."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _MODULE_OF.get(name) == name:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _ZooPackage

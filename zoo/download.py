@@ -1,5 +1,9 @@
 """Verified, resumable, atomic download of one file.
 
+An ``hf://`` file is fetched by ``huggingface_hub`` into the Hub cache (:mod:`metaprune.zoo.hub`:
+resumable, revisions, token, endpoint, offline) and copied into place once its size and sha256
+match. Our own transfer code below serves only plain mirrors (``file://``, ``http(s)://``):
+
 The bytes go to ``<dest>.part``; an interrupted transfer is resumed with an HTTP ``Range``
 request (a server that answers ``200`` instead of ``206`` restarts the file from zero).  Only
 when the whole ``.part`` file has the expected size and sha256 is it moved onto ``dest`` with
@@ -33,7 +37,8 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 from metaprune.errors import ChecksumError, ZooError
 from metaprune.rundir import atomic_path
 from metaprune.version import __version__
-from metaprune.zoo.urls import local_path, resolve_hf
+from metaprune.zoo import hub
+from metaprune.zoo.urls import local_path
 
 CHUNK_BYTES = 1 << 16
 PROGRESS_MIN_BYTES = 8 << 20
@@ -186,7 +191,7 @@ def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int 
     """Download ``url`` to ``dest``, resuming on interruption and verifying before it lands.
 
     Args:
-        url: ``file://``, ``http(s)://`` or ``hf://`` URL.
+        url: ``file://``, ``http(s)://`` or ``hf://`` URL (the last through ``huggingface_hub``).
         dest: final path; its parent is created.
         sha256: expected hex digest of the whole file.
         size: expected size in bytes.
@@ -198,11 +203,12 @@ def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int 
         ZooError: unreachable URL, HTTP error, or still incomplete after ``retries`` resumes
             (the ``.part`` file is kept so a later call resumes it).
     """
-    url = resolve_hf(url)
     part = dest.with_name(dest.name + ".part")
     dest.parent.mkdir(parents=True, exist_ok=True)
     check_regular_or_absent(dest)
     check_regular_or_absent(part)
+    if hub.is_hf(url):
+        return _copy_from_hub(url, dest, sha256=sha256, size=size)
     show_progress = size >= PROGRESS_MIN_BYTES if progress is None else progress
     for attempt in range(retries + 1):
         try:
@@ -223,6 +229,18 @@ def download_file(url: str, dest: Path, *, sha256: str, size: int, retries: int 
         raise ChecksumError(f"sha256 of {url} does not match the registry (expected {sha256}); "
                             "the file was discarded — the source is corrupt or the index is out of date")
     os.replace(part, dest)
+    return dest
+
+
+def _copy_from_hub(url: str, dest: Path, *, sha256: str, size: int) -> Path:
+    """Fetch ``url`` with the Hub client (its cache) and copy it onto ``dest`` if size and sha256 match."""
+    cached = hub.fetch(url)
+    if cached.stat().st_size != size or sha256_file(cached) != sha256:
+        raise ChecksumError(f"sha256 of {url} (Hugging Face cache file {cached}) does not match the registry "
+                            f"(expected {sha256}, {size} bytes); the revision changed or the index is out of date — "
+                            "pin a revision with hf://owner/repo@REVISION/...")
+    with atomic_path(dest) as part:
+        shutil.copyfile(cached, part)
     return dest
 
 

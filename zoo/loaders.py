@@ -28,6 +28,7 @@ from metaprune.prune.plan import PATTERNS as PRUNE_PATTERNS
 from metaprune.registry import Registry
 from metaprune.rundir import (
     ARCHITECTURE_FILE,
+    PIPELINE_DIFFUSERS_FILES,
     PIPELINE_FILES,
     PLAN_FILE,
     REPORT_FILE,
@@ -263,6 +264,7 @@ ENTRY_KINDS.add(DEFAULT_KIND, EntryKind(
 ENTRY_KINDS.add("prompt-routed", EntryKind(
     patterns=("prompt-routed",),
     required_files=(REPORT_FILE, *PIPELINE_FILES),
+    optional_files=PIPELINE_DIFFUSERS_FILES,  # model_index.json and the configs diffusers reads
     load=_load_prompt_routed_pipeline,
     verify_refusal=("{name} is a prompt-routed text-to-image entry: verify re-evaluates classifiers; "
                     "measure it with benchmarks/aptp.py"),

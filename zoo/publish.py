@@ -158,12 +158,13 @@ def check_run(run_dir: Path, kind: EntryKind, report: dict[str, Any], data_root:
 def _write_entry_folder(run_dir: Path, sources: list[Path], report: dict[str, Any], target: Path, name: str,
                         license: str, task: str, *, base_url: str, index_url: str) -> Entry:
     """Copy the run files into ``target``, draw the chart, write the card; returns the validated entry."""
-    records = [FileRecord(path.name, *copy_verified(path, target / path.name)) for path in sources]
+    names = [path.relative_to(run_dir).as_posix() for path in sources]  # e.g. scheduler/scheduler_config.json
+    records = [FileRecord(name, *copy_verified(run_dir / name, target / name)) for name in names]
     chart = render_keep_ratio_chart(report["layer_keep_ratios"], target / CHART_NAME)
     records.append(FileRecord(CHART_NAME, sha256_file(chart), chart.stat().st_size))
     # The card lists every file but itself (its own checksum cannot appear inside it).
     card = target / CARD_NAME
-    write_text(card, card_markdown(name, report, records, license, CHART_NAME))
+    write_text(card, card_markdown(name, report, records, license, CHART_NAME, task))
     records.append(FileRecord(CARD_NAME, sha256_file(card), card.stat().st_size))
     entry = Entry(
         name=name, task=task, architecture=report["model"], dataset=report["dataset"], pattern=report["pattern"],

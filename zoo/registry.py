@@ -33,6 +33,7 @@ from pydantic import field_validator, model_validator
 
 from metaprune.errors import ZooError
 from metaprune.rundir import write_text
+from metaprune.zoo import hub
 from metaprune.zoo.loaders import entry_kind, entry_patterns
 from metaprune.zoo.names import check_entry_name, check_file_name
 from metaprune.zoo.schemas import NonNegativeInt, Strict, parse_json_bytes, read_regular_file, validate
@@ -324,6 +325,9 @@ def _bounded_read(response: Any, url: str, limit: int) -> bytes:
 
 def _read_remote_index(url: str, offline: bool) -> bytes:
     """Bytes of a remote index: fetched (bounded) and cached when online, read from the cache when offline."""
+    if hub.is_hf(url):  # the Hub client caches it (and reads only its cache when offline)
+        path = hub.fetch(url, offline=offline)
+        return read_regular_file(path.resolve(), MAX_INDEX_BYTES, "index")
     cached = _cached_index_path(url)
     if offline:
         if not cached.exists() and not cached.is_symlink():

@@ -1,14 +1,16 @@
 """Resolution of the URLs a registry may hold: ``file://``, ``http(s)://``, ``hf://`` and relative.
 
-``hf://owner/repo/path/in/repo`` names a file of a Hugging Face hub repository and resolves to
-``https://huggingface.co/owner/repo/resolve/main/path/in/repo``.  A relative URL is resolved
-against the location of the index that holds it (a folder on disk or a URL), so a published
-zoo folder can be moved or served over HTTP unchanged.
+``hf://[datasets/]owner/repo[@revision]/path`` names a file of a Hugging Face Hub repository; it
+stays an ``hf://`` URL and is fetched by ``huggingface_hub`` (:mod:`metaprune.zoo.hub`: revision,
+token, ``HF_ENDPOINT``, offline mode and the Hub cache). A relative URL is resolved against the
+location of the index that holds it (a folder on disk, a URL or an ``hf://`` path), so a published
+zoo folder can be moved, served over HTTP or uploaded to a Hub repository unchanged.
 
 Where an index may send the client (:func:`check_file_source`): a local index (a file the user
 chose) may name any supported URL; an index fetched from the network may only name files under its
-own origin (same scheme, host and port) or explicit ``https://`` / ``hf://`` URLs, never a
-``file://`` path on the user's machine nor plain ``http://`` on another host.
+own origin (same scheme, host and port; for ``hf://`` the same repository and revision) or explicit
+``https://`` / ``hf://`` URLs, never a ``file://`` path on the user's machine nor plain ``http://``
+on another host.
 """
 
 from __future__ import annotations
@@ -18,33 +20,21 @@ from urllib.parse import urljoin, urlparse
 from urllib.request import url2pathname
 
 from metaprune.errors import ZooError
+from metaprune.zoo import hub
 
-HF_ENDPOINT = "https://huggingface.co"
 REMOTE_SCHEMES = ("http", "https")
 SUPPORTED_SCHEMES = ("file", "hf", *REMOTE_SCHEMES)
-
-
-def resolve_hf(url: str) -> str:
-    """Turn ``hf://owner/repo/path`` into its ``https://huggingface.co/.../resolve/main/...`` URL.
-
-    Any other URL is returned unchanged.
-    """
-    if not url.startswith("hf://"):
-        return url
-    parts = url[len("hf://") :].split("/", 2)
-    if len(parts) < 2 or not all(parts[:2]):
-        raise ZooError(f"invalid hf:// URL {url!r}: expected hf://owner/repo[/path]")
-    owner, repo = parts[0], parts[1]
-    path = parts[2] if len(parts) == 3 else ""
-    return f"{HF_ENDPOINT}/{owner}/{repo}/resolve/main/{path}"
 
 
 def location_url(location: str | Path) -> str:
     """Absolute URL of an index location given as a local path or any supported URL."""
     text = str(location)
     scheme = urlparse(text).scheme
+    if scheme == "hf":
+        hub.parse(text)  # refuse a malformed one here, not at the first download
+        return text
     if scheme in SUPPORTED_SCHEMES:
-        return resolve_hf(text)
+        return text
     if scheme and len(scheme) > 1:  # one letter is a Windows drive, not a scheme
         raise ZooError(f"unsupported URL scheme {scheme!r} in {text!r}; use one of {SUPPORTED_SCHEMES}")
     return Path(text).expanduser().resolve().as_uri()
@@ -52,7 +42,9 @@ def location_url(location: str | Path) -> str:
 
 def join_url(base: str, relative: str) -> str:
     """Resolve ``relative`` (a relative or absolute URL) against the absolute URL ``base``."""
-    return urljoin(resolve_hf(base), resolve_hf(relative))
+    if hub.is_hf(base):
+        return hub.join(base, relative)
+    return relative if hub.is_hf(relative) else urljoin(base, relative)
 
 
 def is_remote(url: str) -> bool:
@@ -69,6 +61,8 @@ def local_path(url: str) -> Path:
 
 
 def _origin(url: str) -> tuple[str, str]:
+    if hub.is_hf(url):
+        return "hf", hub.repository(url)
     parsed = urlparse(url)
     return parsed.scheme, parsed.netloc.lower()
 
@@ -82,7 +76,7 @@ def check_file_source(index_url: str, file_url: str, what: str) -> None:
     if not is_remote(index_url):
         return
     scheme = urlparse(file_url).scheme
-    if scheme == "https" or _origin(file_url) == _origin(resolve_hf(index_url)):
+    if scheme in ("https", "hf") or _origin(file_url) == _origin(index_url):
         return
     raise ZooError(f"index {index_url} names {what} at {file_url!r}: an index fetched from the network may only "
                    "name files under its own origin or explicit https:// / hf:// URLs, never local files")

@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from metaprune import logs
+from metaprune.cli import latency as latency_options
 from metaprune.cli import options
 from metaprune.errors import ConfigError, MetapruneError
 
@@ -25,12 +27,27 @@ app = typer.Typer(
 console = Console()
 _invocation: list[str] = []  # the arguments of this run, recorded in reports as the reproducing command
 
+
+@app.callback()
+def output_options(quiet: options.Quiet = False, verbose: options.Verbose = False) -> None:
+    """Set how much every command says on stderr (stage lines and progress; results go to stdout)."""
+    if quiet and verbose:
+        raise ConfigError("--quiet and --verbose contradict each other; give one")
+    logs.configure(logs.QUIET if quiet else logs.VERBOSE if verbose else logs.NORMAL)
+
+
+def command_line() -> str:
+    """The reproducing command of this run (``metaprune ...``), for reports and run.log."""
+    return "metaprune " + shlex.join(_invocation)
+
+
 def _mount_subapps() -> None:
     """Attach the sub-command groups that other packages provide, when they are installed."""
     import importlib
 
     for name, module_name in (("zoo", "metaprune.cli.zoo"), ("search", "metaprune.cli.search"),
-                              ("meta", "metaprune.cli.meta"), ("diffusion", "metaprune.cli.diffusion")):
+                              ("meta", "metaprune.cli.meta"), ("diffusion", "metaprune.cli.diffusion"),
+                              ("latency", "metaprune.cli.latency")):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
@@ -70,11 +87,13 @@ def prune(
     pattern: Annotated[str, typer.Option(help="channel, head, unstructured or n:m.")] = "channel",
     criterion: Annotated[str, typer.Option(help="random, l1, l2, group_l2, output_group_l2, taylor, bn_scale, lamp, or meta (needs --metanet).")] = "group_l2",
     metanet: Annotated[str | None, typer.Option(help="Trained metanetwork (metanet.safetensors or its training dir) for --criterion meta.")] = None,
-    ranking: Annotated[str, typer.Option(help="global or local ranking of scores.")] = "global",
+    ranking: Annotated[str, typer.Option(help="global or local ranking of scores, or knapsack (importance per unit of cost: HALP with a latency budget).")] = "global",
     schedule: Annotated[str, typer.Option(help="oneshot, iterative, gradual, lottery or regrow.")] = "oneshot",
     steps: Annotated[int, typer.Option(help="Pruning steps of iterative/lottery schedules.")] = 3,
     min_keep: options.MinKeep = 0.1,
     n_m: Annotated[str, typer.Option("--n-m", help="N:M pattern, e.g. 2:4.")] = "2:4",
+    calibration_text: Annotated[str | None, typer.Option(help="Text models: calibration sentences, one per line "
+                                                         "(default: STS-B train).")] = None,
     epochs: options.Epochs = 12,
     finetune_epochs: options.FinetuneEpochs = 4,
     lr: options.Lr = None,
@@ -87,14 +106,29 @@ def prune(
     plan: Annotated[str | None, typer.Option(help="Re-apply a saved structured plan.json instead of allocating.")] = None,
     seed: options.Seed = 0,
     latency: Annotated[bool, typer.Option(help="Measure CPU latency.")] = True,
+    latency_speedup: latency_options.LatencySpeedup = None,
+    latency_budget: latency_options.LatencyBudgetMs = None,
+    latency_batch: latency_options.LatencyBatch = 1,
+    latency_threads: latency_options.LatencyThreads = 1,
+    latency_runtime: latency_options.LatencyRuntime = "torch",
+    latency_table: latency_options.LatencyTable = None,
+    latency_statistic: latency_options.Statistic = "median",
+    round_to: latency_options.RoundTo = 1,
     out: options.Out = "runs/prune",
     overwrite: options.Overwrite = False,
 ) -> None:
     """Prune a model to a FLOPs budget, fine-tune it, and write plan.json, report.json, model.safetensors, report.png."""
+    from metaprune.cli import text
+
+    if text.is_text_task(model, data):  # a pretrained sentence encoder: its own retraining-free workflow
+        text.prune_text(model=model, data=data, data_root=data_root, budget=budget, speedup=speedup, pattern=pattern,
+                        criterion=criterion, n_m=n_m, calibration_text=calibration_text, seed=seed, latency=latency,
+                        threads=latency_threads, out=out, overwrite=overwrite, command=shlex.join(_invocation))
+        return
+    # The options are checked with light modules first: a bad one is refused before torch loads.
     from metaprune.prune.budget import Budget
     from metaprune.prune.plan import PrunePlan
     from metaprune.prune.spec import PruningSpec
-    from metaprune.workflows.prune import PruneOptions, run_prune
 
     recipe = PrunePlan.load(plan) if plan else None
     if recipe is not None:
@@ -103,19 +137,25 @@ def prune(
                               "or search a new plan for the new budget")
         budget = recipe.flops_ratio or 1.0
     training, finetune = options.training_specs(epochs, finetune_epochs, lr, finetune_lr, optimizer, batch_size)
-    job = PruneOptions(
-        budget=Budget.from_options(budget, speedup),
-        task=options.task_spec(model, width, data, data_root, image_size, seed),
-        training=training, finetune=finetune,
-        pruning=PruningSpec(pattern=pattern, criterion=criterion,
-                            criterion_options={} if metanet is None else {"metanet": metanet}, ranking=ranking,
-                            schedule=schedule, steps=steps, min_keep=min_keep, n_m=options.parse_n_m(n_m),
-                            recalibrate_bn=recalibrate_bn),
-        distill=distill, recipe=recipe, latency=latency, out=out, overwrite=overwrite,
-        command="metaprune " + shlex.join(_invocation),
-    )
-    dense = _load_dense(weights, job.task) if weights else None
-    result = run_prune(job, dense_model=dense)
+    target = latency_options.latency_budget(latency_speedup, latency_budget, batch=latency_batch,
+                                            threads=latency_threads, runtime=latency_runtime, table=latency_table,
+                                            statistic=latency_statistic)
+    if target is not None and (budget is not None or speedup is not None):
+        raise ConfigError("give one budget: FLOPs (--budget/--speedup) or latency (--latency-speedup/--latency-budget)")
+    flops_budget = Budget.from_options(budget, speedup) if target is None else None
+    task = options.task_spec(model, width, data, data_root, image_size, seed)
+    pruning = PruningSpec(pattern=pattern, criterion=criterion,
+                          criterion_options={} if metanet is None else {"metanet": metanet}, ranking=ranking,
+                          schedule=schedule, steps=steps, min_keep=min_keep, n_m=options.parse_n_m(n_m),
+                          recalibrate_bn=recalibrate_bn, round_to=round_to)
+    from metaprune.workflows.prune import PruneOptions, run_prune
+
+    job = PruneOptions(budget=flops_budget, latency_budget=target, task=task, training=training, finetune=finetune, pruning=pruning,
+                       distill=distill, recipe=recipe, latency=latency, out=out, overwrite=overwrite,
+                       command=command_line())
+    with logs.run_log(out, header=command_line()):
+        dense = _load_dense(weights, job.task) if weights else None
+        result = run_prune(job, dense_model=dense)
     _print_report(result.report)
     console.print(f"wrote {result.run_dir}/{{plan.json, report.json, model.safetensors, architecture.json, "
                   "report.png, dense.safetensors}")

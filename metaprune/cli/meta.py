@@ -7,7 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from metaprune.cli import options
+from metaprune import logs
+from metaprune.cli import command_line, options
 from metaprune.errors import ConfigError
 
 app = typer.Typer(no_args_is_help=True, help="Train a population of networks and meta-train the graph metanetwork on it.")
@@ -33,8 +34,9 @@ def population(
         width_values = [float(value) for value in widths.split(",")]
     except ValueError as error:
         raise ConfigError(f"--widths must be comma-separated numbers, got {widths!r}") from error
-    networks = train_population(out, architectures=architectures.split(","), widths=width_values,
-                                seeds_per_spec=seeds_per_spec, epochs=epochs, image_size=image_size, seed=seed)
+    with logs.run_log(out, header=command_line()):
+        networks = train_population(out, architectures=architectures.split(","), widths=width_values,
+                                    seeds_per_spec=seeds_per_spec, epochs=epochs, image_size=image_size, seed=seed)
     for network in networks:
         console.print(f"{network.name:28s} {network.split:5s} val {network.val_accuracy:.4f} test {network.test_accuracy:.4f}")
     console.print(f"wrote {len(networks)} networks and population.json to {out}")
@@ -69,9 +71,10 @@ def train(
                              seed=seed)
     trainer = prepare_meta_training(population, out, config, image_size=image_size, resume=resume,
                                     overwrite=overwrite, include=include.split(",") if include else None)
-    if trainer.start_epoch:
-        console.print(f"resuming at epoch {trainer.start_epoch}")
-    history = trainer.fit()
+    with logs.run_log(out, header=command_line()):
+        if trainer.start_epoch:
+            logs.logger.info("resuming at epoch %d", trainer.start_epoch)
+        history = trainer.fit()
     for epoch, (task, sparsity, accuracy) in enumerate(zip(history.task_loss, history.sparsity_loss,
                                                             history.val_pruned_accuracy)):
         console.print(f"epoch {epoch}: task {task:.4f} sparsity {sparsity:.4f} "

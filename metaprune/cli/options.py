@@ -12,15 +12,25 @@ from typing import Annotated, Any
 import typer
 
 from metaprune.errors import ConfigError
+from metaprune.registry import Registry
 
 Opt = typer.Option
+
+#: The names of the built-in models, so that a misspelt ``--model`` is refused before torch loads
+#: (a model module imports torch to register itself). tests/cli/test_startup.py checks it against
+#: :func:`metaprune.models.list_models`: a newly registered model adds its name here.
+BUILTIN_MODELS = ("mlp", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16", "vgg19", "vit_tiny")
+
+# Output: how much a command says on stderr (the main callback's options).
+Quiet = Annotated[bool, Opt("--quiet", "-q", help="Warnings and errors only; no progress bars.")]
+Verbose = Annotated[bool, Opt("--verbose", "-v", help="Debug messages too.")]
 
 # Task: which model on which data.
 Model = Annotated[str, Opt(help="Registry name of the model (see `metaprune info list`), or your own factory: "
                                 "path/to/file.py:make_net or package.module:make_net.")]
 Width = Annotated[float | None, Opt(help="Width multiplier (ResNet/VGG); default: the model's own.")]
-Data = Annotated[str, Opt(help="digits (embedded), cifar10 or imagefolder.")]
-DataRoot = Annotated[str | None, Opt(help="Local path for cifar10 / imagefolder data.")]
+Data = Annotated[str, Opt(help="digits (embedded), cifar10, imagefolder or cifar10-jpeg (cached, augmented).")]
+DataRoot = Annotated[str | None, Opt(help="Local path for cifar10 / imagefolder / cifar10-jpeg data.")]
 ImageSize = Annotated[int, Opt(help="Input side length (digits are resized from 8x8).")]
 Seed = Annotated[int, Opt(help="Seed for data split, training and pruning.")]
 
@@ -61,17 +71,30 @@ def parse_n_m(text: str) -> tuple[int, int]:
 def task_spec(model: str, width: float | None, data: str, data_root: str | None, image_size: int, seed: int) -> Any:
     """The :class:`~metaprune.specs.TaskSpec` of the task options.
 
-    A factory reference in ``model`` is imported and checked against the options here, so a bad
-    ``--model`` fails before any data is loaded or any file written.
+    A factory reference in ``model`` is imported and checked against the options here, and a
+    registry name against :data:`BUILTIN_MODELS`, so a bad ``--model`` fails before any data is
+    loaded or any file written (a misspelt name before torch loads).
     """
-    from metaprune.models import check_reference, is_reference
     from metaprune.specs import TaskSpec
 
-    if is_reference(model):
+    if ":" in model:  # a factory reference (metaprune.models.references.is_reference)
+        from metaprune.models import check_reference
+
         check_reference(model, model_kwargs(width))
+    else:
+        check_model_name(model)
 
     return TaskSpec(model=model, model_kwargs=model_kwargs(width), data=data, data_root=data_root,
                     image_size=image_size, seed=seed)
+
+
+def check_model_name(model: str) -> None:
+    """ConfigError, with the registry's did-you-mean message, unless ``model`` names a built-in model."""
+    if model not in BUILTIN_MODELS:
+        names: Registry[str] = Registry("model")
+        for name in BUILTIN_MODELS:
+            names.add(name, name)
+        names.get(model)
 
 
 def training_specs(epochs: int, finetune_epochs: int, lr: float | None, finetune_lr: float | None,

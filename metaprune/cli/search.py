@@ -47,22 +47,30 @@ def search(
     overwrite: options.Overwrite = False,
 ) -> None:
     """Search per-layer keep ratios under a FLOPs budget; writes best_plan.json, trials.csv, pareto.png."""
+    from metaprune import logs
+    from metaprune.cli import command_line
     from metaprune.prune.budget import Budget
     from metaprune.prune.spec import PruningSpec
-    from metaprune.workflows.search import SearchOptions, run_search
 
+    # The options are checked with light modules first: a bad one is refused before torch loads.
     training, finetune = options.training_specs(epochs, finetune_epochs, lr, finetune_lr, optimizer, batch_size)
+    flops_budget = Budget.from_options(budget, speedup)
+    task = options.task_spec(model, width, data, data_root, image_size, seed)
+    pruning = PruningSpec(min_keep=min_keep)
+    from metaprune.workflows.search import SearchOptions, run_search, score_meaning
+
     job = SearchOptions(
-        budget=Budget.from_options(budget, speedup), method=method,
-        task=options.task_spec(model, width, data, data_root, image_size, seed), training=training,
-        finetune=finetune, pruning=PruningSpec(min_keep=min_keep), trials=trials, objective=objective,
+        budget=flops_budget, method=method, task=task, training=training,
+        finetune=finetune, pruning=pruning, trials=trials, objective=objective,
         sampler=sampler, out=out, study=study, storage=storage, workers=workers, address=address, weights=weights,
         prune=prune, progress=progress, overwrite=overwrite,
     )
-    result, pruned = run_search(job)
+    with logs.run_log(out, header=command_line()):
+        result, pruned = run_search(job)
     console = Console()
     complete = sum(trial.state == "COMPLETE" for trial in result.trials)
-    console.print(f"{result.method}: {complete} complete trials, best score {result.best_score:.4g} at FLOPs ratio "
+    console.print(f"{result.method}: {complete} complete trials, best score {result.best_score:.4g} "
+                  f"({score_meaning(result.method, objective)}; higher is better) at FLOPs ratio "
                   f"{result.best_plan.flops_ratio:.4f}; wrote {out}/{{best_plan.json, trials.csv, pareto.png}}")
     if pruned is not None:
         report = pruned.report

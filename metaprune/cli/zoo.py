@@ -14,15 +14,8 @@ from typing import Annotated
 import typer
 
 from metaprune.errors import MetapruneError
-from metaprune.rundir import write_text
-from metaprune.zoo.cache import pull as pull_entry
-from metaprune.zoo.card import CARD_NAME, CHART_NAME, make_card
-from metaprune.zoo.loaders import entry_patterns
-from metaprune.zoo.publish import publish as publish_run
-from metaprune.zoo.registry import info as entry_info
-from metaprune.zoo.registry import list_entries
-from metaprune.zoo.verify import Tolerance
-from metaprune.zoo.verify import verify as verify_entry
+
+# The zoo modules load inside each command, so that `metaprune --help` starts without torch or matplotlib.
 
 app = typer.Typer(help="The metaprune model zoo: verified, cached, offline-first pruned models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -52,9 +45,12 @@ def _echo_rows(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
 
 @app.command("list")
 def list_command(task: Annotated[str | None, typer.Option(help="Only entries of this task.")] = None,
-                 pattern: Annotated[str | None, typer.Option(help=f"One of {', '.join(entry_patterns())}.")] = None,
+                 pattern: Annotated[str | None, typer.Option(help="Only entries of this pattern (channel, n:m, ...).")]
+                 = None,
                  index: IndexOption = None) -> None:
     """List the entries of the index."""
+    from metaprune.zoo.registry import list_entries
+
     with one_line_errors():
         entries = list_entries(task=task, pattern=pattern, index=index)
     rows = [(e.name, e.task, e.pattern, f"{e.flops['pruned'] / max(e.flops['dense'], 1):.0%}",
@@ -65,6 +61,8 @@ def list_command(task: Annotated[str | None, typer.Option(help="Only entries of 
 @app.command("info")
 def info_command(name: str, index: IndexOption = None) -> None:
     """Show one entry: metrics, recipe, files and checksums."""
+    from metaprune.zoo.registry import info as entry_info
+
     with one_line_errors():
         entry = entry_info(name, index=index)
     typer.echo(f"{entry.name}  ({entry.task}, {entry.architecture} on {entry.dataset}, {entry.pattern})")
@@ -82,6 +80,8 @@ def info_command(name: str, index: IndexOption = None) -> None:
 def pull_command(name: str, offline: Annotated[bool, typer.Option(help="Use only the cache.")] = False,
                  index: IndexOption = None) -> None:
     """Download and verify an entry into the cache; prints its folder."""
+    from metaprune.zoo.cache import pull as pull_entry
+
     with one_line_errors():
         typer.echo(pull_entry(name, offline=offline or None, index=index))
 
@@ -94,6 +94,9 @@ def verify_command(name: str,
                    data_root: Annotated[str | None, typer.Option(help="Dataset folder (not needed for digits).")] = None,
                    index: IndexOption = None) -> None:
     """Re-measure accuracy and FLOPs and compare them with the card; exit 1 on a mismatch."""
+    from metaprune.zoo.verify import Tolerance
+    from metaprune.zoo.verify import verify as verify_entry
+
     with one_line_errors():
         result = verify_entry(name, tolerance=Tolerance(accuracy_points, flops_fraction),
                               offline=offline or None, index=index, data_root=data_root)
@@ -116,6 +119,8 @@ def publish_command(run_dir: Path, to: Annotated[Path, typer.Option("--to", help
     """Publish a run directory (a pruned model, or any other entry kind such as a prompt-routed pipeline) as a zoo entry.
 
     The weights must load into the run's architecture and reproduce its recorded accuracy on one test batch."""
+    from metaprune.zoo.publish import publish as publish_run
+
     with one_line_errors():
         entry = publish_run(run_dir, to, name, license=license, base_url=base_url, subfolder=subfolder, task=task,
                             data_root=data_root)
@@ -126,6 +131,9 @@ def publish_command(run_dir: Path, to: Annotated[Path, typer.Option("--to", help
 def card_command(run_dir: Path,
                  out: Annotated[Path | None, typer.Option(help="Folder for README.md and the chart (default RUN_DIR).")] = None) -> None:
     """Write the model card (README.md) and keep-ratio chart of a run directory."""
+    from metaprune.rundir import write_text
+    from metaprune.zoo.card import CARD_NAME, CHART_NAME, make_card
+
     folder = out or run_dir
     with one_line_errors():
         text = make_card(run_dir, chart_path=folder / CHART_NAME)

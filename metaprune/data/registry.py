@@ -14,7 +14,7 @@ from typing import Any
 
 from metaprune.data.cifar import load_cifar10
 from metaprune.data.digits import load_digits_splits
-from metaprune.data.image_folder import load_image_folder
+from metaprune.data.image_folder import load_cifar10_folder, load_image_folder
 from metaprune.data.splits import DataSplits
 from metaprune.errors import ConfigError, DataError
 from metaprune.registry import Registry
@@ -24,6 +24,7 @@ DATASETS: Registry[Callable[..., DataSplits]] = Registry("dataset")
 DATASETS.add("digits", load_digits_splits)
 DATASETS.add("cifar10", load_cifar10)
 DATASETS.add("imagefolder", load_image_folder)
+DATASETS.add("cifar10-jpeg", load_cifar10_folder)
 
 
 def reads_files(name: str) -> bool:

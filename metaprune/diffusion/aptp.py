@@ -21,7 +21,6 @@ import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from pydantic import Field
 from torch import nn
-from tqdm.auto import tqdm
 
 from metaprune.diffusion.gates import GateController, GateLayout, discover_gates
 from metaprune.diffusion.losses import (
@@ -47,7 +46,8 @@ from metaprune.diffusion.teacher import (
     train_scheduler,
 )
 from metaprune.diffusion.text_encoder import EmbeddingTable
-from metaprune.errors import ConfigError
+from metaprune.errors import ConfigError, PruneError
+from metaprune.logs import track
 
 Weight = Annotated[float, Field(ge=0, le=1000)]
 LearningRate = Annotated[float, Field(gt=0, le=10)]
@@ -81,6 +81,9 @@ class APTPConfig:
     noise_fraction: Annotated[float, Field(ge=0, le=1)] = 0.6
     cfg_drop: Annotated[float, Field(ge=0, lt=1)] = 0.1
     seed: Annotated[int, SEED] = 0
+    #: Relative tolerance of the promise checked after the last step (:func:`check_mac_budget`): every
+    #: expert's MAC ratio and the routed average must lie within ``budget * (1 ± budget_tolerance)``.
+    budget_tolerance: Annotated[float, Field(gt=0, le=1)] = 0.1
 
     def validate(self) -> None:
         """BudgetError for a budget outside (0, 1]; ConfigError naming the field for any other value no run
@@ -167,7 +170,7 @@ def train_stage1(teacher: nn.Module, split: PromptImageSplit, table: EmbeddingTa
     controller = GateController(student, layout)
     scheduler, history = train_scheduler(), []
     try:
-        for step in tqdm(range(config.stage1_steps), desc="aptp stage 1", disable=not progress):
+        for step in track(range(config.stage1_steps), "aptp stage 1", enabled=progress):
             generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step)
             noisy, steps, context, noise, prompts = distillation_batch(split, table, config, scheduler, generator)
             pooled = table.lookup(prompts)[1]
@@ -210,7 +213,7 @@ def finetune_expert(expert: nn.Module, teacher: nn.Module, split: PromptImageSpl
     expert.train().requires_grad_(True)
     optimizer = torch.optim.Adam(expert.parameters(), lr=config.unet_lr)
     scheduler, losses = train_scheduler(), []
-    for step in tqdm(range(steps), desc=desc, disable=not progress):
+    for step in track(range(steps), desc, enabled=progress):
         generator = torch.Generator().manual_seed(seed * 1_000_003 + step)
         noisy, steps_t, context, noise, _ = distillation_batch(split, table, config, scheduler, generator)
         with torch.no_grad():
@@ -253,3 +256,23 @@ def train_stage2(teacher: nn.Module, predictor: ArchitecturePredictor, split: Pr
                                       seed=config.seed + 17 * (code + 1), desc=f"expert {code}", progress=progress))
         experts.append(expert.eval())
     return Stage2Result(experts, gates, prompts_per_code, losses)
+
+
+def check_mac_budget(expert_ratios: torch.Tensor, shares: torch.Tensor, budget: float, tolerance: float) -> float:
+    """The routed average MAC ratio ``sum(shares * expert_ratios)``, if it and every expert lie within
+    ``budget * (1 ± tolerance)``; PruneError naming the misses otherwise.
+
+    ``shares`` is the fraction of prompts (training samples) routed to each expert. An expert no
+    training prompt reaches is checked too: unseen prompts may be routed to it.
+    """
+    low, high = budget * (1 - tolerance), budget * (1 + tolerance)
+    average = float((shares.double() * expert_ratios.double()).sum() / shares.double().sum().clamp(min=1e-12))
+    misses = [f"expert {code} at {ratio:.3f}" for code, ratio in enumerate(expert_ratios.tolist())
+              if not low <= ratio <= high]
+    if not low <= average <= high:
+        misses.insert(0, f"routed average {average:.3f}")
+    if misses:
+        raise PruneError(f"the MAC budget {budget:g} (±{tolerance:.0%}: {low:.3f} to {high:.3f}) is missed: "
+                         f"{', '.join(misses)}; train stage 1 longer (--stage1-steps), raise --budget-weight, "
+                         "or widen --tolerance")
+    return average

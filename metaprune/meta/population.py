@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 import torch
 from pydantic import Field, RootModel
-from rich.progress import Progress
 from torch import nn
 
 from metaprune.data import DataSplits, make_loaders
 from metaprune.errors import ConfigError, WeightsError
+from metaprune.logs import progress_bar
 from metaprune.models import create_model, create_model_from_spec, model_spec
 from metaprune.rundir import write_json
 from metaprune.schemas import StrictModel, parse_file
@@ -98,8 +98,7 @@ def build_population(
     existing = {network.name: network for network in read_population(out)} if (out / INDEX).is_file() else {}
     networks = []
     train_loader, val_loader, test_loader = make_loaders(splits, batch_size=training.batch_size, seed=seed)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("population", total=len(jobs))
+    with progress_bar("population", len(jobs), enabled=progress) as bar:
         for position, (spec, network_seed) in enumerate(jobs):
             width = spec["kwargs"].get("width")
             name = f"{spec['name']}{'-w' + format(width, 'g') if width else ''}-s{network_seed}"
@@ -115,7 +114,7 @@ def build_population(
                 save_state(out / f"{name}.safetensors", model, metadata=asdict(network))
                 networks.append(network)
                 _write_index(out, networks)
-            bar.advance(task)
+            bar.advance(status=name)
     _write_index(out, networks)
     return networks
 

@@ -41,7 +41,6 @@ from typing import Annotated, Any
 import torch
 import torch.nn.functional as F
 from pydantic import ConfigDict, TypeAdapter, ValidationError
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.func import functional_call
 
 from metaprune.data import DataSplits, make_loaders
@@ -49,6 +48,7 @@ from metaprune.errors import ConfigError, WeightsError
 from metaprune.flops import count_flops
 from metaprune.graph import network_to_graph
 from metaprune.graph.decode import graph_to_parameters
+from metaprune.logs import progress_bar
 from metaprune.meta.checkpoint import (
     BEST,
     CHECKPOINT,
@@ -257,10 +257,9 @@ class MetaTrainer:
         if self.history.baseline_val_pruned_accuracy is None:
             with torch.no_grad():  # the networks not rewritten, pruned the same way: what meta-training must beat
                 self.history.baseline_val_pruned_accuracy = validate(None, self.val_cases, self.splits, config.val_speedup)
-        columns = (TextColumn("meta-train"), BarColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-        total = (config.epochs - self.start_epoch) * config.steps_per_epoch
-        with Progress(*columns, disable=not progress, transient=True) as bar:
-            task = bar.add_task("meta", total=total, status="")
+        total = config.epochs * config.steps_per_epoch
+        with progress_bar("meta-train", total, completed=self.start_epoch * config.steps_per_epoch,
+                          enabled=progress) as bar:
             for epoch in range(self.start_epoch, config.epochs):
                 start = time.perf_counter()
                 # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
@@ -281,7 +280,7 @@ class MetaTrainer:
                     task_loss, sparsity_loss = self._step(case, inputs, targets)
                     task_losses.append(task_loss)
                     sparsity_losses.append(sparsity_loss)
-                    bar.update(task, advance=1, status=f"epoch {epoch} task {task_loss:.3f} sparsity {sparsity_loss:.3f}")
+                    bar.advance(status=f"epoch {epoch} task {task_loss:.3f} sparsity {sparsity_loss:.3f}")
                 self.history.task_loss.append(sum(task_losses) / len(task_losses))
                 self.history.sparsity_loss.append(sum(sparsity_losses) / len(sparsity_losses))
                 self.history.val_pruned_accuracy.append(validate(self.metanet, self.val_cases, self.splits, config.val_speedup))
@@ -320,21 +319,27 @@ def write_meta_report(out: Path, config: MetaTrainConfig, history: MetaHistory) 
 
     write_json(out / REPORT, {"config": asdict(config), "history": asdict(history)})
     epochs = range(1, len(history.task_loss) + 1)
-    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(10, 3.8))
-    losses.plot(epochs, history.task_loss, marker="o", label="task (CE)")
+    figure, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4.5))
+    losses.plot(epochs, history.task_loss, marker="o", label="task (cross-entropy)")
     losses.plot(epochs, history.sparsity_loss, marker="o", label="group-sparsity penalty")
-    losses.set_xlabel("epoch")
-    losses.legend()
+    losses.set_xlabel("epoch", fontsize=11)
+    losses.set_ylabel("training loss (mean over the epoch)", fontsize=11)
+    losses.set_title("meta-training losses", fontsize=11)
+    losses.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=10, frameon=False)
     accuracy.plot(epochs, [100 * value for value in history.val_pruned_accuracy], marker="o", color="#d8823b",
                   label="rewritten by the metanetwork")
     if history.baseline_val_pruned_accuracy is not None:
         accuracy.axhline(100 * history.baseline_val_pruned_accuracy, color="gray", linestyle="--",
                          label="not rewritten (group L2)")
-    accuracy.legend()
-    accuracy.set_xlabel("epoch")
-    accuracy.set_ylabel(f"val accuracy after {config.val_speedup:g}x pruning, no fine-tune (%)")
+    accuracy.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=2, fontsize=10, frameon=False)
+    accuracy.set_xlabel("epoch", fontsize=11)
+    accuracy.set_ylabel("val accuracy (%)", fontsize=11)
+    accuracy.set_title(f"after {config.val_speedup:g}x pruning, no fine-tune", fontsize=11)
+    for axes in (losses, accuracy):
+        axes.tick_params(labelsize=10)
+        axes.xaxis.get_major_locator().set_params(integer=True)
     figure.tight_layout()
-    write_with(out / REPORT_PLOT, lambda partial: figure.savefig(partial, dpi=110, format="png"))
+    write_with(out / REPORT_PLOT, lambda partial: figure.savefig(partial, dpi=110, format="png", bbox_inches="tight"))
     plt.close(figure)
 
 

@@ -237,6 +237,14 @@ class MaskPruner:
                 )
         return layers
 
+    def promised_flops_ratio(self, flops_ratio: float) -> float:
+        """The FLOPs ratio a finished pruning owes: ``flops_ratio``, or for N:M the fixed cost of
+        ``n/m`` density in every prunable layer, whatever ``flops_ratio`` says."""
+        if self.n_m is None:
+            return flops_ratio
+        n, m = self.n_m
+        return (self.fixed_flops + sum(self.layer_flops.values()) * n / m) / self.dense_flops
+
     def mask_flops(self, model: nn.Module) -> float:
         """Analytic cost of the current masks: fixed FLOPs + sum of layer FLOPs × mask density."""
         densities = layer_densities(model)

@@ -13,7 +13,7 @@ from metaprune.errors import ConfigError
 from metaprune.schemas import Fraction, StrictModel, validate
 
 PATTERNS = ("channel", "head", "unstructured", "n:m")
-RANKINGS = ("global", "local")
+RANKINGS = ("global", "local", "knapsack")  # knapsack: importance per unit of cost (HALP, prune/knapsack.py)
 
 
 class PlanSchema(StrictModel):

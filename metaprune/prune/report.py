@@ -83,13 +83,18 @@ class PruneReport:
 
 
 def plot_report(report: PruneReport, path: str | Path) -> Path:
-    """Dense-vs-pruned bars (FLOPs, params, accuracy, latency, relative to dense) and a per-layer keep-ratio chart."""
+    """Dense-vs-pruned bars (FLOPs, params, accuracy, latency, relative to dense) and a per-layer keep-ratio chart.
+
+    Layer (or group) names run down the y axis of the right panel at a readable size; the
+    figure grows with their number, and legends sit outside the data.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [("FLOPs", "flops"), ("params", "nonzero_params"), ("test acc", "test_accuracy"), ("latency", "latency_ms")]
+    metrics = [("FLOPs", "flops"), ("params\n(non-zero)", "nonzero_params"), ("test\naccuracy", "test_accuracy"),
+               ("CPU\nlatency", "latency_ms")]
     labels, values = [], []
     for label, key in metrics:
         dense, pruned = getattr(report.dense, key), getattr(report.pruned, key)
@@ -97,23 +102,32 @@ def plot_report(report: PruneReport, path: str | Path) -> Path:
             labels.append(label)
             values.append(pruned / dense)
     layers = list(report.layer_keep_ratios)
-    figure, (left, right) = plt.subplots(
-        1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, max(1.5, len(layers) / 8)]}
-    )
-    left.bar(labels, [1.0] * len(labels), color="#cccccc", label="dense")
+    height = max(4.5, 0.2 * len(layers) + 1.5)
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, height), gridspec_kw={"width_ratios": [1, 1.4]})
+    left.bar(labels, [1.0] * len(labels), color="#cccccc", label="dense (= 1)")
     left.bar(labels, values, width=0.5, color="#3b7dd8", label="pruned")
     for position, value in enumerate(values):
-        left.text(position, value + 0.02, f"{value:.2f}", ha="center", fontsize=8)
-    left.set_ylabel("pruned / dense")
-    left.set_title(f"{report.model} on {report.dataset}: {report.speedup['flops']:.2f}x FLOPs")
-    left.legend(loc="upper right", fontsize=8)
-    right.bar(range(len(layers)), [report.layer_keep_ratios[name] for name in layers], color="#d8823b")
-    right.set_xticks(range(len(layers)), layers, rotation=90, fontsize=6)
-    right.set_ylim(0, 1.05)
-    right.set_ylabel("keep ratio")
-    right.set_title(f"per-{'layer' if report.pattern in ('unstructured', 'n:m') else 'group'} keep ratio ({report.criterion})")
+        left.text(position, min(value, 1.0) / 2, f"{value:.2f}", ha="center", va="center", fontsize=10,
+                  color="white", fontweight="bold")
+    left.set_ylim(0, max(1.05, max(values, default=1.0) * 1.05))
+    left.set_ylabel("pruned / dense", fontsize=11)
+    left.tick_params(labelsize=10)
+    latency = report.speedup["latency"]
+    left.set_title(f"{report.model} on {report.dataset}\n{report.speedup['flops']:.2f}x fewer FLOPs"
+                   + (f", {latency:.2f}x CPU latency speed-up" if latency else ""), fontsize=11)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize=10, frameon=False)
+    kind = "layer" if report.pattern in ("unstructured", "n:m") else "group"
+    positions = range(len(layers))
+    right.barh(positions, [report.layer_keep_ratios[name] for name in layers], color="#d8823b")
+    right.set_yticks(positions, layers, fontsize=8 if len(layers) <= 60 else 7)
+    right.invert_yaxis()  # first layer on top
+    right.set_ylim(len(layers) - 0.5, -0.5)
+    right.set_xlim(0, 1.0)
+    right.set_xlabel(f"kept fraction of the {kind}'s {'weights' if kind == 'layer' else 'channels'}", fontsize=11)
+    right.set_title(f"per-{kind} keep ratio ({report.pattern}, {report.criterion})", fontsize=11)
+    right.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     path = Path(path)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return path

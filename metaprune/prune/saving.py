@@ -131,8 +131,11 @@ def load_run(run_dir: str | Path, model: nn.Module | None = None) -> nn.Module:
     :mod:`metaprune.models` registry.
     """
     from metaprune.models import create_model_from_spec
+    from metaprune.models.minilm import TEXT_RUN_FILE, load_encoder
     from metaprune.prune.groups import replay
 
+    if (Path(run_dir) / TEXT_RUN_FILE).is_file():  # a text encoder run: a transformers model with its own config
+        return load_encoder(run_dir).model
     architecture = read_architecture(run_dir)
     if model is None:
         if architecture.get("model") is None:

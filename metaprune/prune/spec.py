@@ -13,6 +13,7 @@ from typing import Any
 
 from metaprune.errors import ConfigError
 from metaprune.prune.plan import PATTERNS, RANKINGS
+from metaprune.prune.rounding import check_round_to
 
 #: Pruning rounds of iterative schedules: more than this is a typo (each round fine-tunes).
 MAX_STEPS = 100
@@ -32,6 +33,7 @@ class PruningSpec:
         n_m: ``(n, m)`` of the ``n:m`` pattern.
         calibration_size: images in the calibration batch (gradients, activations).
         recalibrate_bn: re-estimate BatchNorm statistics after each pruning step.
+        round_to: structured patterns keep multiples of this many channels per group (``--round-to 8``).
     """
 
     pattern: str = "channel"
@@ -44,6 +46,7 @@ class PruningSpec:
     n_m: tuple[int, int] = (2, 4)
     calibration_size: int = 256
     recalibrate_bn: bool = True
+    round_to: int = 1
 
     def __post_init__(self) -> None:
         if self.pattern not in PATTERNS:
@@ -61,3 +64,7 @@ class PruningSpec:
         if not 1 <= self.calibration_size <= 100_000:
             raise ConfigError(f"calibration size must be in [1, 100000], got {self.calibration_size}")
         object.__setattr__(self, "criterion_options", dict(self.criterion_options))
+        check_round_to(self.round_to)
+        if (self.round_to > 1 or self.ranking == "knapsack") and self.pattern not in ("channel", "head"):
+            raise ConfigError(f"--round-to and --ranking knapsack apply to structured patterns (channel, head), "
+                              f"not {self.pattern}")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,12 +23,17 @@ from metaprune.inputs import output_signature, run_model
 from metaprune.prune.cost import GroupCostModel
 from metaprune.prune.criteria import Criterion
 from metaprune.prune.groups import ModelGroups, PrunableGroup, check_forward
-from metaprune.prune.plan import PrunePlan
+from metaprune.prune.knapsack import allocate_knapsack
+from metaprune.prune.plan import RANKINGS, PrunePlan
+from metaprune.prune.rounding import check_round_to, round_counts
 
 #: ``(inputs, targets)`` or ``(inputs, targets, loss_fn)``: a batch that gradient criteria score on.
 #: ``inputs`` has any structure :func:`~metaprune.inputs.run_model` accepts; ``loss_fn(output, targets)``
 #: defaults to the cross-entropy of a logits tensor.
 Calibration = tuple
+#: Builds the cost model that allocation prunes against from a model's groups (default: its FLOPs,
+#: :class:`~metaprune.prune.cost.GroupCostModel`); anything with ``sizes``, ``dense_flops`` and ``flops(counts)``.
+CostFactory = Callable[[ModelGroups], Any]
 
 
 def calibration_loss(model: nn.Module, calibration: Calibration | None) -> torch.Tensor:
@@ -149,6 +156,15 @@ def allocate_global(
     return _closest(options, target_flops)
 
 
+def _chunk_scores(groups: ModelGroups, scores: dict[str, torch.Tensor], criterion: Criterion) -> list[torch.Tensor]:
+    """Each group's normalised scores, one per chunk position (the mean over its ``step`` chunks)."""
+    chunked = []
+    for group, step in zip(groups.groups, _steps(groups).tolist()):
+        normalised = criterion.normalize(scores[group.name].to(torch.float64))
+        chunked.append(normalised.reshape(int(step), -1).mean(0) if step > 1 else normalised)
+    return chunked
+
+
 def _fill_back(cost: GroupCostModel, counts: torch.Tensor, removed_owners: torch.Tensor, target_flops: float,
                steps: torch.Tensor) -> torch.Tensor:
     """Give back removed channels, most important first, while FLOPs stay under the target.
@@ -240,22 +256,26 @@ def prune_to_flops(
     calibration: Calibration | None = None,
     dense_sizes: dict[str, int] | None = None,
     ignored_layers: list[str] | None = None,
+    cost_factory: CostFactory | None = None,
+    round_to: int = 1,
 ) -> tuple[ModelGroups, dict[str, int]]:
     """Remove channels from ``model`` in place until its FLOPs are closest to ``target_flops``.
 
     ``dense_sizes`` (group name → channels in the dense model) anchors ``min_keep`` when
-    pruning an already-pruned model, as iterative schedules do. Returns the groups (with
-    the removal history) and the keep count of every group.
+    pruning an already-pruned model, as iterative schedules do. ``cost_factory`` replaces the
+    FLOPs cost model (e.g. by a latency predictor; ``target_flops`` is then in its unit) and
+    ``round_to`` > 1 keeps multiples of it in every group (:mod:`metaprune.prune.rounding`).
+    Returns the groups (with the removal history) and the keep count of every group.
     """
-    if ranking not in ("global", "local"):
-        raise ConfigError(f"unknown ranking {ranking!r}; choose global or local")
+    if ranking not in RANKINGS:
+        raise ConfigError(f"unknown ranking {ranking!r}; choose one of {', '.join(RANKINGS)}")
     groups = ModelGroups(model, example_input, ignored_layers)
     if not groups.groups:
         raise PruneError(f"{type(model).__name__} has no channel group torch-pruning can remove (its layers are not "
                          "Conv/Linear/attention modules it knows, or all of them make the output); "
                          "use --pattern unstructured or n:m")
     dense_sizes = dense_sizes or {group.name: groups.current_size(group) for group in groups.groups}
-    cost = GroupCostModel(groups)
+    cost = cost_factory(groups) if cost_factory is not None else GroupCostModel(groups)
     prunable = _prunable(groups, pattern)
     floor = _min_counts(groups, prunable, min_keep, dense_sizes)
     lowest = cost.flops(floor)
@@ -267,9 +287,12 @@ def prune_to_flops(
     scores = score_groups(groups, criterion, calibration)
     if ranking == "global":
         counts = allocate_global(groups, scores, criterion, cost, target_flops, floor)
+    elif ranking == "knapsack":
+        counts = allocate_knapsack(_chunk_scores(groups, scores, criterion), cost, target_flops, floor, _steps(groups))
     else:
         dense = torch.tensor([float(dense_sizes.get(g.name, groups.current_size(g))) for g in groups.groups])
         counts = allocate_local(cost, target_flops, floor, dense, _steps(groups))
+    counts = round_counts(counts, cost.sizes, floor, _steps(groups), round_to, cost, target_flops)
     keep_counts = {group.name: int(count) for group, count in zip(groups.groups, counts)}
     remove_checked(groups, scores, keep_counts)
     return groups, keep_counts
@@ -316,7 +339,8 @@ class StructuredPruner:
 
     ``prune_to(model, flops_ratio)`` removes channels until the model's FLOPs are closest to
     ``flops_ratio`` times the *dense* FLOPs measured at construction; the removal history
-    accumulates in :attr:`history` and the latest keep counts in :attr:`keep_counts`.
+    accumulates in :attr:`history` and the latest keep counts in :attr:`keep_counts`. With a
+    ``cost_factory`` (a latency predictor) the ratio is of that cost instead of the FLOPs.
     """
 
     uses_masks = False
@@ -332,10 +356,14 @@ class StructuredPruner:
         pattern: str = "channel",
         calibration: Calibration | None = None,
         ignored_layers: list[str] | None = None,
+        cost_factory: CostFactory | None = None,
+        round_to: int = 1,
     ):
+        check_round_to(round_to)
         dense_groups = ModelGroups(model, example_input, ignored_layers)
         self.dense_sizes = {group.name: dense_groups.current_size(group) for group in dense_groups.groups}
-        self.dense_flops = GroupCostModel(dense_groups).dense_flops
+        self.cost_factory, self.round_to = cost_factory, round_to
+        self.dense_flops = (cost_factory or GroupCostModel)(dense_groups).dense_flops
         self.example_input, self.criterion, self.ranking = example_input, criterion, ranking
         self.min_keep, self.pattern, self.calibration, self.ignored_layers = min_keep, pattern, calibration, ignored_layers
         self.history: list[dict] = []
@@ -346,7 +374,8 @@ class StructuredPruner:
         groups, counts = prune_to_flops(
             model, self.example_input, flops_ratio * self.dense_flops, self.criterion, ranking=self.ranking,
             min_keep=self.min_keep, pattern=self.pattern, calibration=self.calibration,
-            dense_sizes=self.dense_sizes, ignored_layers=self.ignored_layers,
+            dense_sizes=self.dense_sizes, ignored_layers=self.ignored_layers, cost_factory=self.cost_factory,
+            round_to=self.round_to,
         )
         self.history.extend(groups.history)
         self.keep_counts.update(counts)

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
 from torch.utils.data import DataLoader
 
 from metaprune.errors import ConfigError
+from metaprune.logs import progress_bar
 from metaprune.train.distill import distillation_loss
 
 #: Called after every optimizer step as ``on_step(model, step, total_steps)``.
@@ -108,9 +108,7 @@ def fit(
     if teacher is not None:
         teacher.eval()
     step = 0
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[status]}"), TimeRemainingColumn())
-    with Progress(*columns, disable=not progress, transient=True) as bar:
-        task = bar.add_task(description, total=total_steps, status="")
+    with progress_bar(description, total_steps, enabled=progress) as bar:
         for epoch in range(epochs):
             model.train()
             if hasattr(train_loader.dataset, "set_epoch"):
@@ -133,7 +131,7 @@ def fit(
                 step += 1
                 if on_step is not None and on_step(model, step, total_steps):
                     opt = _make_optimizer(model, optimizer, opt.param_groups[0]["lr"], weight_decay)
-                bar.update(task, advance=1, status=f"loss {losses[-1]:.3f}")
+                bar.advance(status=f"loss {losses[-1]:.3f}")
             result.train_loss.append(float(np.mean(losses)))
             if val_loader is not None:
                 result.val_accuracy.append(evaluate(model, val_loader))

@@ -31,7 +31,13 @@ from metaprune.prune.spec import PruningSpec
 from metaprune.specs import TrainingSpec
 from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
 from metaprune.version import __version__
-from metaprune.workflows.prune import PruneOptions, check_budget_met, load_plugins, make_pruner
+from metaprune.workflows.prune import (
+    PruneOptions,
+    budget_promise,
+    check_budget_met,
+    load_plugins,
+    make_pruner,
+)
 
 
 def _loader(data: DataLoader | Dataset | None, batch_size: int, seed: int) -> DataLoader | None:
@@ -152,7 +158,7 @@ def prune_model(
     plan = pruner.plan(target.flops_ratio)
     report = PruneReport(
         model=type(model).__name__, dataset="user data", pattern=pattern, criterion=scorer.name, schedule="oneshot",
-        budget={"flops_ratio": target.flops_ratio}, dense=dense_figures, pruned=pruned_figures,
+        budget=budget_promise(pruner, target.flops_ratio), dense=dense_figures, pruned=pruned_figures,
         layer_keep_ratios={name: round(ratio, 4) for name, ratio in plan.keep_ratios.items()},
         wall_time_s=time.perf_counter() - start, seed=seed, command="metaprune.prune_model",
         metaprune_version=__version__, extra={**pruner_extra, **prepare_extra},

@@ -7,6 +7,7 @@ run directories look the same whatever produced them.
 from __future__ import annotations
 
 import copy
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 from metaprune.data import DataSplits, calibration_batch, make_loaders
 from metaprune.errors import ConfigError, PruneError
 from metaprune.flops import count_flops, count_nonzero_params, count_params, effective_flops, measure_latency
+from metaprune.latency.budget import LatencyBudget, check_latency_met, latency_promise, prepare_latency_budget
 from metaprune.prune.budget import Budget
 from metaprune.prune.criteria import CRITERIA, Criterion, check_criterion_options, get_criterion
 from metaprune.prune.plan import PrunePlan
@@ -29,6 +31,9 @@ from metaprune.rundir import DENSE_WEIGHTS_FILE, REPORT_PLOT_FILE, check_out_dir
 from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import evaluate, fit, recalibrate_batchnorm, save_state, seed_everything
 from metaprune.version import __version__
+from metaprune.workflows.feasibility import check_prune_feasible
+
+log = logging.getLogger(__name__)
 
 #: Lottery-ticket rewinding goes back to the weights after this fraction of dense training
 #: (Frankle et al., 2019: rewinding to an early iterate rather than to initialisation).
@@ -45,7 +50,7 @@ class PruneOptions:
     """Everything ``metaprune prune`` can be told, composed of the shared specs; defaults are the digits task.
 
     Attributes:
-        budget: how much to keep.
+        budget: how much to keep (FLOPs); none when ``latency_budget`` says it.
         task: model and data (:class:`~metaprune.specs.TaskSpec`).
         training: dense training (:meth:`TrainingSpec.dense`); skipped when a dense model is given.
         finetune: fine-tuning after pruning (:meth:`TrainingSpec.finetune`).
@@ -57,9 +62,11 @@ class PruneOptions:
             unless ``overwrite`` (or ``into_existing``: a search writing its best plan's run beside its study).
         command: the reproducing command recorded in the report.
         extra: free-form figures copied into the report.
+        latency_budget: a measured-latency target instead of ``budget``
+            (:class:`~metaprune.latency.budget.LatencyBudget`, structured patterns).
     """
 
-    budget: Budget
+    budget: Budget | None
     task: TaskSpec = field(default_factory=TaskSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec.dense)
     finetune: TrainingSpec = field(default_factory=TrainingSpec.finetune)
@@ -72,8 +79,15 @@ class PruneOptions:
     into_existing: bool = False
     command: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    latency_budget: LatencyBudget | None = None
 
     def __post_init__(self) -> None:
+        if (self.budget is None) == (self.latency_budget is None):
+            raise ConfigError("give exactly one budget: FLOPs (--budget/--speedup) or latency "
+                              "(--latency-speedup/--latency-budget)")
+        if self.latency_budget is not None and (self.pruning.pattern not in ("channel", "head") or self.recipe):
+            raise ConfigError("latency budgets need a structured pattern (channel, head) and no --plan: masks keep "
+                              "zeros that a dense runtime still computes, and a plan brings its own budget")
         if self.out is not None:
             check_out_dir(self.out, overwrite=self.overwrite or self.into_existing)
         if self.training.stage != "dense" or self.finetune.stage != "finetune":
@@ -138,7 +152,7 @@ def measure(model: nn.Module, example_input: torch.Tensor, loaders: tuple, *, ma
 
 
 def make_pruner(options: PruneOptions, model: nn.Module, example_input: torch.Tensor, criterion: Criterion,
-                calibration: tuple[torch.Tensor, torch.Tensor]) -> tuple[Any, dict[str, Any]]:
+                calibration: tuple[torch.Tensor, torch.Tensor], cost_factory: Any = None) -> tuple[Any, dict[str, Any]]:
     """A StructuredPruner (channel/head), MaskPruner (unstructured/n:m) or PlanPruner (a saved recipe),
     and what the report should say about it (layers an N:M pattern leaves dense)."""
     pruning = options.pruning
@@ -150,7 +164,8 @@ def make_pruner(options: PruneOptions, model: nn.Module, example_input: torch.Te
         from metaprune.prune.structured import StructuredPruner
 
         return StructuredPruner(model, example_input, criterion, ranking=pruning.ranking, min_keep=pruning.min_keep,
-                                pattern=pruning.pattern, calibration=calibration), {}
+                                pattern=pruning.pattern, calibration=calibration, cost_factory=cost_factory,
+                                round_to=pruning.round_to), {}
     from metaprune.prune.masks import MaskPruner, n_m_incompatible_layers
 
     dense_layers = n_m_incompatible_layers(model, pruning.n_m[1]) if pruning.pattern == "n:m" else []
@@ -182,6 +197,9 @@ def run_prune(
     splits = splits or task.load_splits()
     loaders = make_loaders(splits, batch_size=options.finetune.batch_size, seed=task.seed)
     rewind: dict[str, torch.Tensor] = {}
+    if dense_model is None and options.training.epochs:  # what the architecture decides fails before training
+        check_prune_feasible(options, splits, criterion)
+        log.info("training dense %s: %d epochs", task.model, options.training.epochs)
     dense = dense_model if dense_model is not None else train_dense(task, options.training, splits, progress=progress,
                                                                     rewind=rewind)
     dense.eval()
@@ -192,7 +210,15 @@ def run_prune(
     criterion = criterion or get_criterion(pruning.criterion, seed=task.seed, **pruning.criterion_options)
     model, prepare_extra = criterion.prepare(copy.deepcopy(dense), example_input, loaders)
     calibration = calibration_batch(splits, n=pruning.calibration_size, seed=task.seed)
-    pruner, pruner_extra = make_pruner(options, model, example_input, criterion, calibration)
+    latency_setup = None if options.latency_budget is None else prepare_latency_budget(
+        options.latency_budget, dense, example_input, pattern=options.pattern, min_keep=pruning.min_keep)
+    ratio = latency_setup.ratio if latency_setup is not None else options.budget.flops_ratio
+    pruner, pruner_extra = make_pruner(options, model, example_input, criterion, calibration,
+                                       latency_setup.cost_factory if latency_setup is not None else None)
+    fixed = budget_promise(pruner, ratio).get("n_m_flops_ratio", ratio)
+    if latency_setup is None and abs(fixed - ratio) > BUDGET_TOLERANCE * ratio:
+        log.warning("%s:%s fixes the FLOPs ratio at %.3f (%.2fx fewer FLOPs) whatever the budget: the asked %.3f "
+                    "does not apply", *pruning.n_m, fixed, 1 / fixed, ratio)
     optimizer = options.finetune.optimizer_for(task.model)
     lr = options.finetune.lr_for(task.model)
     teacher = dense if options.distill else None
@@ -204,25 +230,34 @@ def run_prune(
             recalibrate_batchnorm(target, loaders[0])
         if pruning.schedule == "oneshot" and not before_finetune:  # one-shot: the model is pruned, not yet tuned
             before_finetune.update(val_accuracy=evaluate(target, loaders[1]), test_accuracy=evaluate(target, loaders[2]))
+        if epochs:
+            log.info("fine-tuning: %d epochs", epochs)
         fit(target, loaders[0], epochs=epochs, lr=lr, optimizer=optimizer, teacher=teacher, on_step=on_step,
             progress=progress, description="fine-tune")
 
     # Without an early iterate (a dense model passed in), lottery rewinds to the trained weights.
     schedule = get_schedule(pruning.schedule, steps=pruning.steps, rewind_state=rewind or None)
-    model = schedule.run(model, pruner, train, options.budget.flops_ratio, options.finetune.epochs)
+    log.info("pruning %s to FLOPs ratio %.3g: %s / %s / %s", task.model, ratio, options.pattern, criterion.name,
+             pruning.schedule)
+    model = schedule.run(model, pruner, train, ratio, options.finetune.epochs)
     model.eval()
     pruned_figures = measure(model, example_input, loaders, masked=pruner.uses_masks, latency=options.latency)
-    plan = pruner.plan(options.budget.flops_ratio)
+    # a latency plan records the FLOPs ratio it reached, so `--plan` re-applies it as a FLOPs budget
+    plan = pruner.plan(ratio if latency_setup is None else round(pruned_figures.flops / max(1, dense_figures.flops), 6))
+    if latency_setup is not None:  # the promise is the measured latency: checked (and recorded) on the final model
+        pruner_extra = {**pruner_extra, "latency": check_latency_met(latency_setup, dense, model, example_input)}
     history = list(getattr(pruner, "history", []))
     report = PruneReport(
         model=task.model, dataset=task.data, pattern=options.pattern, criterion=criterion.name,
-        schedule=pruning.schedule, budget={"flops_ratio": options.budget.flops_ratio}, dense=dense_figures,
+        schedule=pruning.schedule, budget=budget_promise(pruner, ratio) if latency_setup is None else latency_promise(latency_setup),
+        dense=dense_figures,
         pruned=pruned_figures, layer_keep_ratios=_layer_keep_ratios(plan), wall_time_s=time.perf_counter() - start,
         seed=task.seed, command=options.command, metaprune_version=__version__,
         extra={**options.extra, **pruner_extra, **prepare_extra,
                **({"before_finetune": before_finetune} if before_finetune else {})},
     )
-    check_budget_met(report)
+    if latency_setup is None:
+        check_budget_met(report)
     run_dir = None
     if options.out:
         with staged_files(options.out) as staging:  # a failure keeps the previous files of --out intact
@@ -231,6 +266,9 @@ def run_prune(
             save_state(staging / DENSE_WEIGHTS_FILE, dense, {"model": task.model, "seed": task.seed})
             plot_report(report, staging / REPORT_PLOT_FILE)
         run_dir = Path(options.out)
+    log.info("done: FLOPs ratio %.3f, test accuracy %.4f (dense %.4f) in %.0f s%s",
+             report.pruned.flops / max(1, report.dense.flops), report.pruned.test_accuracy,
+             report.dense.test_accuracy, time.perf_counter() - start, f"; wrote {run_dir}" if run_dir else "")
     return PruneResult(model, dense, report, plan, history, run_dir)
 
 
@@ -238,15 +276,35 @@ def run_prune(
 BUDGET_TOLERANCE = 0.02
 
 
-def check_budget_met(report: PruneReport) -> None:
-    """PruneError unless the pruned model's FLOPs are within :data:`BUDGET_TOLERANCE` of the budget.
+def budget_promise(pruner: Any, flops_ratio: float) -> dict[str, float]:
+    """The report's ``budget``: the FLOPs ratio asked for and, for N:M, the ratio ``n/m`` density gives
+    (``n_m_flops_ratio``, the promise an N:M run is checked against; the asked ratio does not enter)."""
+    promised = getattr(pruner, "promised_flops_ratio", None)
+    if getattr(pruner, "n_m", None) is None or promised is None:
+        return {"flops_ratio": flops_ratio}
+    return {"flops_ratio": flops_ratio, "n_m_flops_ratio": promised(flops_ratio)}
 
-    N:M patterns are exempt: their cost is fixed by ``n/m`` whatever the budget says.
+
+def check_budget_met(report: PruneReport) -> None:
+    """PruneError unless the pruned model's FLOPs (effective FLOPs for masks) are within
+    :data:`BUDGET_TOLERANCE` of the promise, measured on the final model (after every step
+    of the schedule and fine-tuning).
+
+    The promise is ``budget["flops_ratio"]``, except for N:M: ``budget["n_m_flops_ratio"]``, the
+    cost of ``n/m`` density in every prunable layer, which a schedule must neither overshoot
+    nor undershoot.
     """
+    achieved = report.pruned.flops / max(1, report.dense.flops)
     if report.pattern == "n:m":
+        if "n_m_flops_ratio" not in report.budget:
+            raise PruneError("an n:m report must say the FLOPs ratio its n/m density gives (budget.n_m_flops_ratio)")
+        target = report.budget["n_m_flops_ratio"]
+        if abs(achieved - target) > BUDGET_TOLERANCE * target:
+            raise PruneError(f"the n:m model keeps {achieved:.4f} of the FLOPs where its n/m density promises "
+                             f"{target:.4f} (beyond ±{BUDGET_TOLERANCE:.0%}): the {report.schedule} schedule broke "
+                             "the N:M pattern; try --schedule oneshot or gradual")
         return
     target = report.budget["flops_ratio"]
-    achieved = report.pruned.flops / max(1, report.dense.flops)
     if abs(achieved - target) > BUDGET_TOLERANCE * target:
         raise PruneError(f"the pruned model keeps {achieved:.4f} of the FLOPs for a budget of {target:.4f} "
                          f"(beyond ±{BUDGET_TOLERANCE:.0%}); lower min_keep (--min-keep), use a finer pattern, "

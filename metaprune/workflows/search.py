@@ -1,7 +1,7 @@
 """``metaprune search`` end to end: dense model (trained once, cached) → search → run-directory files.
 
-Writes ``best_plan.json``, ``trials.csv`` and ``pareto.png`` (score against FLOPs of every
-trial, with the budget line) to the run directory; the dense weights are cached there as
+Writes ``best_plan.json``, ``trials.csv`` and ``pareto.png`` (score against FLOPs with the
+Pareto front when the trials trade one for the other, else score by trial) to the run directory; the dense weights are cached there as
 ``dense.safetensors`` so that a resumed search reuses them. With ``prune`` the best plan
 goes through :func:`~metaprune.workflows.prune.run_prune` as a recipe, which writes the same
 files as ``metaprune prune``.
@@ -9,7 +9,7 @@ files as ``metaprune prune``.
 
 from __future__ import annotations
 
-import csv
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,13 +30,22 @@ from metaprune.rundir import (
     check_out_dir,
     write_json,
 )
-from metaprune.search.methods import SearchContext, SearchResult, check_search_options, get_method
+from metaprune.search.methods import (
+    SearchContext,
+    SearchResult,
+    check_search_met,
+    check_search_options,
+    designs_new_network,
+    get_method,
+)
 from metaprune.search.objective import SearchSetup, check_objective
 from metaprune.search.optuna_search import check_storage
-from metaprune.search.space import check_min_keep
+from metaprune.search.space import TOLERANCE, check_min_keep
 from metaprune.specs import TaskSpec, TrainingSpec
 from metaprune.train import save_state
 from metaprune.workflows.prune import PruneOptions, PruneResult, run_prune, train_dense
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,11 @@ class SearchOptions:
 
     def __post_init__(self) -> None:
         """Check every option before any data is loaded or any model trained."""
-        get_method(self.method)
+        if designs_new_network(self.method):
+            for flag, given in (("--prune", self.prune), ("--weights", self.weights)):
+                if given:
+                    raise ConfigError(f"{flag} does not apply to --method {self.method}: it designs a new network "
+                                      "(written to the run directory) instead of pruning the dense model")
         check_objective(self.objective)
         check_search_options(self.trials, self.workers, self.sampler)
         check_min_keep(self.pruning.min_keep)
@@ -149,34 +162,86 @@ def dense_model(options: SearchOptions, splits: DataSplits, run_dir: Path | None
     return model
 
 
+def score_meaning(method: str, objective: str) -> str:
+    """What a search's score is, in words (axis label and the command's summary line)."""
+    if designs_new_network(method):
+        return "val accuracy of the trained network"
+    if objective == "finetune":
+        return "val accuracy after a short fine-tune"
+    return "negative output distortion: -mean squared logit error vs dense, 0 = dense"
+
+
 def write_trials(result: SearchResult, path: Path, names: list[str]) -> None:
-    """One row per trial: number, state, source, score, FLOPs ratio, then the keep ratio of every group."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["number", "state", "source", "score", "flops_ratio", *names])
-        for trial in result.trials:
-            writer.writerow([trial.number, trial.state, trial.source, trial.score, trial.flops_ratio,
-                             *(f"{ratio:.6g}" for ratio in trial.keep_ratios)])
+    """One row per trial: number, state, source, score, FLOPs ratio, the keep ratio of every group, and
+    for an Optuna study its own columns (start, end, duration, raw parameters) from ``trials_dataframe()``."""
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        [[trial.number, trial.state, trial.source, trial.score, trial.flops_ratio, *trial.keep_ratios]
+         for trial in result.trials],
+        columns=["number", "state", "source", "score", "flops_ratio", *names])
+    if result.study is not None:
+        optuna_columns = result.study.trials_dataframe(attrs=("number", "datetime_start", "datetime_complete",
+                                                               "duration", "params"))
+        frame = frame.merge(optuna_columns, on="number", how="left")
+    frame.to_csv(path, index=False)
+
+
+def pareto_steps(result: SearchResult, budget: Budget) -> list | None:
+    """The Pareto front worth drawing: at least two non-dominated trials spread beyond the budget's
+    ±``TOLERANCE`` band (every trial of a single-objective search sits in that band: no trade-off to show)."""
+    front = result.pareto
+    if len(front) < 2:
+        return None
+    spread = max(trial.flops_ratio for trial in front) - min(trial.flops_ratio for trial in front)
+    return front if spread > 2 * TOLERANCE * budget.flops_ratio else None
 
 
 def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path) -> None:
-    """Score against FLOPs ratio of every complete trial, the Pareto front and the budget line."""
+    """The search at a glance: score against FLOPs ratio with the Pareto front as steps when the
+    trials trade FLOPs for score (NSGA-II); else, every trial sitting at the budget, score by trial
+    number with the best so far. Accuracies are drawn in percent."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    done = [trial for trial in result.trials if trial.score is not None]
-    figure, axes = plt.subplots(figsize=(6, 4))
-    axes.scatter([t.flops_ratio for t in done], [t.score for t in done], s=14, alpha=0.6, label="trials")
-    axes.plot([t.flops_ratio for t in result.pareto], [t.score for t in result.pareto], "r.-", label="Pareto front")
-    axes.axvline(budget.flops_ratio, color="k", linestyle="--", label=f"budget {budget.flops_ratio:.3g}")
-    axes.set_xlabel("FLOPs ratio (pruned / dense)")
-    axes.set_ylabel("val accuracy after short fine-tune" if objective == "finetune" else "- output distortion")
-    axes.set_title(f"{result.method}: {len(done)} trials")
-    axes.legend(loc="lower right")
+    done = [trial for trial in result.trials if trial.score is not None and trial.state == "COMPLETE"]
+    label = score_meaning(result.method, objective)
+    scale = 100.0 if "accuracy" in label else 1.0
+    front = pareto_steps(result, budget)
+    figure, axes = plt.subplots(figsize=(8, 4.5))
+    if front is not None:
+        axes.scatter([t.flops_ratio for t in done], [scale * t.score for t in done], s=16, alpha=0.5, label="trials")
+        axes.step([t.flops_ratio for t in front], [scale * t.score for t in front], where="post", color="C3",
+                  marker="o", markersize=4, label="Pareto front (non-dominated)")
+        axes.axvline(budget.flops_ratio, color="k", linestyle="--", linewidth=1, label=f"budget {budget.flops_ratio:.3g}")
+        axes.set_xlabel("FLOPs ratio (pruned / dense FLOPs)", fontsize=11)
+    else:
+        order = sorted(done, key=lambda trial: trial.number)
+        best, running = [], -float("inf")
+        for trial in order:
+            running = max(running, trial.score)
+            best.append(scale * running)
+        axes.scatter([t.number for t in order], [scale * t.score for t in order], s=16, alpha=0.6, label="trials")
+        if len(order) > 1:
+            axes.step([t.number for t in order], best, where="post", color="C3", label="best so far")
+        axes.set_xlabel("trial number", fontsize=11)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if len(order) == 1:
+            axes.set_xticks([order[0].number])
+        flops = [t.flops_ratio for t in done]
+        if flops:
+            shown = f"{min(flops):.3f}" if f"{min(flops):.3f}" == f"{max(flops):.3f}" else f"{min(flops):.3f}-{max(flops):.3f}"
+            axes.set_title(f"{'every trial' if len(done) > 1 else 'the trial'} at FLOPs ratio {shown} "
+                           f"(budget {budget.flops_ratio:.3g}): no trade-off to draw", fontsize=10)
+    axes.set_ylabel(label.replace(": ", ":\n") + (" (%)" if scale != 1.0 else ""), fontsize=11)
+    axes.tick_params(labelsize=10)
+    figure.suptitle(f"{result.method}: {len(done)} complete trial{'s' * (len(done) != 1)}", fontsize=12)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=10, frameon=False)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
 
 
@@ -187,7 +252,10 @@ def run_search(options: SearchOptions, splits: DataSplits | None = None,
     task = options.task
     run_dir = Path(options.out) if options.out else None
     splits = splits or task.load_splits()
-    dense = dense if dense is not None else dense_model(options, splits, run_dir)
+    if designs_new_network(options.method):  # e.g. DASS: a dense model would be trained for nothing
+        dense = None
+    elif dense is None:
+        dense = dense_model(options, splits, run_dir)
     if run_dir:  # only once the dense model exists: a bad model or data leaves no empty run directory
         run_dir.mkdir(parents=True, exist_ok=True)
     example_input = splits.test[0][0].unsqueeze(0)
@@ -197,10 +265,14 @@ def run_search(options: SearchOptions, splits: DataSplits | None = None,
     context = SearchContext.from_setup(setup, trials=options.trials, sampler=options.sampler, seed=task.seed,
                                        run_dir=run_dir, study=options.study, storage=options.storage,
                                        workers=options.workers, address=options.address, progress=options.progress)
+    log.info("searching: %s, %d trials, FLOPs ratio %.3g", options.method, options.trials, options.budget.flops_ratio)
     result = method(context)
+    check_search_met(result, options.budget.flops_ratio)
+    log.info("done: best score %.4g at FLOPs ratio %.4f%s", result.best_score, result.best_plan.flops_ratio or 0.0,
+             f"; wrote {run_dir}" if run_dir else "")
     if run_dir:
         result.best_plan.save(run_dir / BEST_PLAN_FILE)
-        write_trials(result, run_dir / TRIALS_FILE, context.space.names)
+        write_trials(result, run_dir / TRIALS_FILE, context.space.names if context.space else [])
         plot_pareto(result, options.budget, options.objective, run_dir / PARETO_PLOT_FILE)
         write_json(run_dir / SEARCH_SUMMARY_FILE, {"method": result.method, "best_score": result.best_score,
                                                    "trials": len(result.trials)})

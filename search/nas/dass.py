@@ -222,9 +222,12 @@ def _layer_plan(model: nn.Module, density: float, flops_ratio: float) -> PrunePl
     return PrunePlan("unstructured", layers, "l1", "local", min(1.0, density), None, round(flops_ratio, 6))
 
 
-@register_method("dass")
+@register_method("dass", new_network=True)
 def dass_method(context: SearchContext) -> SearchResult:
     """DASS through ``metaprune search --method dass``: the budget ratio is the weight density, ``--trials`` epochs.
+
+    Registered with ``new_network=True``: DASS designs its own cell network, so the search
+    trains no dense model for it (the context has no search space).
 
     Search epochs are ``INTERMEDIATE`` trials; the trained sparse network is the one
     ``COMPLETE`` trial, scored by its validation accuracy.

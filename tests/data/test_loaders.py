@@ -56,7 +56,7 @@ def test_calibration_batch_larger_than_train(digits):
 
 
 def test_load_dataset_by_name():
-    assert tuple(DATASETS) == ("digits", "cifar10", "imagefolder")
+    assert tuple(DATASETS) == ("digits", "cifar10", "imagefolder", "cifar10-jpeg")
     splits = load_dataset("digits", image_size=8, seed=0)
     assert torch.equal(splits.val.images, load_digits_splits(image_size=8).val.images)
 

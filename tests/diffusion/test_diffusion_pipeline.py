@@ -178,3 +178,68 @@ def test_guided_stages_run_and_reject_bad_guidance(small_split, fake_table):
     for bad in ({"guidance_weight": -1.0}, {"guidance_scale": 0.5}):
         with pytest.raises(ConfigError, match="guidance"):
             APTPConfig(**bad).validate()
+
+
+def test_pipeline_folder_follows_diffusers_conventions(pipe, tmp_path):
+    import json
+
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    folder = pipe.save_pretrained(tmp_path / "aptp")
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == "PromptRoutedPipeline" and index["scheduler"] == ["diffusers", "DDIMScheduler"]
+    assert index["_diffusers_version"] and index["experts"][0] == "metaprune"
+    # diffusers reads the parts it knows on its own: the sampler, and the dense UNet the experts are sliced from
+    scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler")
+    assert scheduler.config.num_train_timesteps == 1000 and scheduler.config.beta_schedule == "squaredcos_cap_v2"
+    dense = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(folder, subfolder="unet"))
+    assert sum(p.numel() for p in dense.parameters()) == sum(p.numel() for p in TINY.build().parameters())
+    loaded = PromptRoutedPipeline.from_pretrained(folder)
+    assert torch.equal(loaded(PROMPTS, num_inference_steps=2, seed=4).images, pipe(PROMPTS, num_inference_steps=2,
+                                                                                    seed=4).images)
+    index["_class_name"] = "StableDiffusionPipeline"
+    (folder / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(WeightsError, match="StableDiffusionPipeline"):
+        PromptRoutedPipeline.from_pretrained(folder)
+
+
+def test_an_older_folder_without_diffusers_files_still_loads(pipe, tmp_path):
+    import shutil
+
+    folder = pipe.save_pretrained(tmp_path / "old")
+    for name in ("model_index.json",):
+        (folder / name).unlink()
+    shutil.rmtree(folder / "scheduler")
+    shutil.rmtree(folder / "unet")
+    loaded = PromptRoutedPipeline.load(folder)
+    assert torch.equal(loaded(PROMPTS, num_inference_steps=2, seed=4).images, pipe(PROMPTS, num_inference_steps=2,
+                                                                                   seed=4).images)
+
+
+def test_half_precision_storage_halves_the_experts_and_draws_alike(pipe, tmp_path):
+    full = pipe.save_pretrained(tmp_path / "fp32")
+    half = pipe.save_pretrained(tmp_path / "fp16", dtype="float16")
+    ratio = (half / "experts.safetensors").stat().st_size / (full / "experts.safetensors").stat().st_size
+    assert 0.49 < ratio < 0.52
+    loaded = PromptRoutedPipeline.from_pretrained(half)
+    assert loaded.weights_dtype == "float16"
+    assert all(p.dtype == torch.float32 for expert in loaded.experts for p in expert.parameters())
+    first, second = pipe(PROMPTS, num_inference_steps=2, seed=6), loaded(PROMPTS, num_inference_steps=2, seed=6)
+    assert first.experts == second.experts
+    assert (first.images - second.images).abs().max() < 0.02
+    assert PromptRoutedPipeline.from_pretrained(half).weights_dtype == "float16"  # recorded, so a re-save keeps it
+    with pytest.raises(ConfigError, match="dtype"):
+        pipe.save_pretrained(tmp_path / "bad", dtype="int8")
+
+
+def test_mac_budget_check_passes_a_met_promise_and_names_each_miss():
+    from metaprune.diffusion.aptp import check_mac_budget
+    from metaprune.errors import PruneError
+
+    shares = torch.tensor([0.5, 0.25, 0.25, 0.0])
+    assert check_mac_budget(torch.tensor([0.6, 0.58, 0.62, 0.65]), shares, 0.6, 0.1) == pytest.approx(0.6)
+    with pytest.raises(PruneError, match=r"expert 3 at 1\.000"):  # unused by training prompts, still shipped
+        check_mac_budget(torch.tensor([0.6, 0.58, 0.62, 1.0]), shares, 0.6, 0.1)
+    with pytest.raises(PruneError, match=r"expert 1 at 1\.000") as missed:
+        check_mac_budget(torch.tensor([0.6, 1.0, 0.62, 0.6]), shares, 0.6, 0.1)
+    assert "routed average 0.705" in str(missed.value) and "expert 0" not in str(missed.value)

@@ -35,7 +35,17 @@ def test_plain_zeros_count_from_min_sparsity():
         model[0].weight[:, :4] = 0
     assert is_pruned(model[0], 0.4) and not is_pruned(model[0], 0.5)
     assert isinstance(sparsify(model, 0.4, format="bitmap")[0], SparseLinear)
-    assert type(sparsify(model, 0.5, format="bitmap")[0]) is nn.Linear
+    with pytest.raises(KernelError, match="nothing to sparsify in Sequential.*sparsest 40% zeros"):
+        sparsify(model, 0.5, format="bitmap")  # nothing qualifies: an error, not a silent no-op
+
+
+def test_a_cnn_without_pruned_linear_layers_is_an_error_naming_what_sparsify_converts():
+    from metaprune.prune.masks import set_masks
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+    set_masks(model, {"0": torch.rand(4, 1, 3, 3) > 0.5})
+    with pytest.raises(KernelError, match="1 pruned convolution.*stay dense"):
+        sparsify(model)
 
 
 def test_input_model_is_untouched_unless_inplace():

@@ -177,6 +177,34 @@ def test_regrow_keeps_density_on_schedule_and_moves_the_mask(digits8):
     assert layer_densities(model)["layers.1"] < 1.0
 
 
+def test_n_m_regrowth_moves_weights_within_their_runs_so_the_mask_stays_n_m(digits8):
+    """Regrowth across runs left runs below n that the next N:M step never refilled: density ratcheted down."""
+    from metaprune.prune.masks import check_n_m
+    from metaprune.prune.schedules import drop_and_regrow
+
+    model = _model("mlp")
+    pruner = MaskPruner(model, X8, get_criterion("l1"), pattern="n:m", n_m=(2, 4),
+                        calibration=calibration_batch(digits8, n=64))
+    pruner.prune_to(model, 0.5)
+    before = get_masks(model)
+    moved = drop_and_regrow(model, 0.3, pruner.calibration, n_m=(2, 4))
+    after = get_masks(model)
+    for name, mask in after.items():
+        assert check_n_m(mask.float(), 2, 4) and int(mask.sum()) == int(before[name].sum()) == mask.numel() // 2
+        revived = after[name] & ~before[name]
+        assert int(revived.sum()) == moved[name] > 0
+        assert torch.all(model.get_submodule(name).weight_orig[revived] == 0)  # regrown weights start at zero
+
+
+def test_n_m_regrow_schedule_ends_exactly_n_m(digits8):
+    model = _model("mlp")
+    pruner = MaskPruner(model, X8, get_criterion("l1"), pattern="n:m", n_m=(2, 4),
+                        calibration=calibration_batch(digits8, n=64))
+    model = get_schedule("regrow", frequency=2).run(model, pruner, _trainer(digits8), 0.5, 2)
+    assert all(density == 0.5 for name, density in layer_densities(model).items() if name in pruner.layers)
+    assert pruner.mask_flops(model) == pytest.approx(pruner.promised_flops_ratio(0.5) * pruner.dense_flops)
+
+
 def test_mask_only_schedules_refuse_structured_pruners():
     model = _model("mlp")
     pruner = StructuredPruner(model, X8, get_criterion("l1"))

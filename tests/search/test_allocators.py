@@ -59,7 +59,7 @@ def test_allocators_prefer_different_plans(case):
 
 
 def test_unknown_allocator_lists_the_known_ones():
-    with pytest.raises(ConfigError, match="uniform, erk, global_magnitude, lamp, dp"):
+    with pytest.raises(ConfigError, match="uniform, erk, global_magnitude, lamp, halp, dp"):
         get_allocator("amc")
 
 

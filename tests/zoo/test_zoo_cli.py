@@ -33,7 +33,7 @@ def test_card_command_writes_readme_and_chart(tmp_path):
     run_dir = write_fake_run_dir(tmp_path / "run")
     result = runner.invoke(app, ["card", str(run_dir), "--out", str(tmp_path / "card")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "card" / "README.md").read_text().startswith("# run\n")
+    assert "\n---\n\n# run\n" in (tmp_path / "card" / "README.md").read_text()
     assert (tmp_path / "card" / "keep_ratios.png").stat().st_size > 0
 
 

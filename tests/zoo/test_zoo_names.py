@@ -8,7 +8,7 @@ from zoo_helpers import entry_dict, write_index
 from metaprune.errors import ZooError
 from metaprune.zoo import load_index, pull
 from metaprune.zoo.names import check_entry_name, check_file_name, safe_join
-from metaprune.zoo.urls import join_url, location_url, resolve_hf
+from metaprune.zoo.urls import join_url, location_url
 
 BAD_ENTRY_NAMES = ["..", "../evil", "a/b", "/etc", "a\\b", "", ".hidden", "a..b", "x" * 201, "name with space"]
 BAD_FILE_NAMES = ["../x", "a/../b", "/etc/passwd", "a\\b", "", "a//b", "./a", "a/", "C:/x"]
@@ -65,13 +65,16 @@ def test_pull_rejects_a_traversal_name_before_touching_anything(tmp_path, zoo_ca
     assert not (zoo_cache / "entries").exists()
 
 
-def test_hf_urls_resolve_to_the_hub_resolve_endpoint():
-    assert resolve_hf("hf://owner/repo/sub/model.safetensors") == \
-        "https://huggingface.co/owner/repo/resolve/main/sub/model.safetensors"
-    assert join_url("hf://owner/repo/tiny/", "model.safetensors") == \
-        "https://huggingface.co/owner/repo/resolve/main/tiny/model.safetensors"
-    with pytest.raises(ZooError, match="hf://owner/repo"):
-        resolve_hf("hf://owner-only")
+def test_hf_urls_stay_hub_urls_and_join_inside_their_repository():
+    assert location_url("hf://owner/repo/zoo/index.json") == "hf://owner/repo/zoo/index.json"
+    assert join_url("hf://owner/repo/tiny/", "model.safetensors") == "hf://owner/repo/tiny/model.safetensors"
+    assert join_url("hf://owner/repo@v1/zoo/index.json", "entries/a/m.bin") == "hf://owner/repo@v1/zoo/entries/a/m.bin"
+    assert join_url("hf://datasets/owner/repo/index.json", "a/m.bin") == "hf://datasets/owner/repo/a/m.bin"
+    assert join_url("hf://owner/repo/index.json", "https://example.org/m.bin") == "https://example.org/m.bin"
+    with pytest.raises(ZooError, match="not a path inside hf://owner/repo"):
+        join_url("hf://owner/repo/zoo/index.json", "../../secret")
+    with pytest.raises(ZooError, match="invalid hf:// URL"):
+        location_url("hf://")
 
 
 def test_relative_urls_resolve_against_the_index_location(tmp_path):

@@ -17,7 +17,7 @@ from metaprune.zoo.card import render_keep_ratio_chart
 def test_card_of_a_run_dir_has_metrics_recipe_license_and_checksums(tmp_path):
     run_dir = write_fake_run_dir(tmp_path / "run")
     card = make_card(run_dir, name="mlp-demo", license="MIT")
-    assert card.startswith("# mlp-demo\n")
+    assert card.startswith("---\n") and "\n---\n\n# mlp-demo\n" in card
     assert "pruned with the **channel** pattern (criterion `l1`, schedule `one-shot`) to a budget of 50% of the dense FLOPs" in card
     assert "| FLOPs | 2.000 M | 1.000 M |" in card
     assert "| test accuracy | 95.00 % | 93.75 % |" in card
@@ -75,7 +75,7 @@ def test_publish_then_pull_gives_back_the_same_files(tmp_path, zoo_cache):
 def test_published_entry_card_from_the_registry(tmp_path):
     entry = publish(write_fake_run_dir(tmp_path / "run"), tmp_path / "zoo", "demo", license="CC-BY-4.0")
     card = make_card(entry)
-    assert card.startswith("# demo\n") and "## License\n\nCC-BY-4.0" in card
+    assert "\n---\n\n# demo\n" in card and "## License\n\nCC-BY-4.0" in card
     assert "![per-layer keep ratios](keep_ratios.png)" in card
     assert entry.file("README.md").sha256 in card  # listed from the index, card included
 
@@ -92,8 +92,7 @@ def test_publish_updates_the_index_and_replaces_a_republished_entry(tmp_path):
 
 def test_publish_with_a_hosting_url(tmp_path):
     entry = publish(write_fake_run_dir(tmp_path / "run"), tmp_path / "zoo", "demo", base_url="hf://me/zoo/")
-    assert entry.url_of(entry.file("model.safetensors")) == \
-        "https://huggingface.co/me/zoo/resolve/main/demo/model.safetensors"
+    assert entry.url_of(entry.file("model.safetensors")) == "hf://me/zoo/demo/model.safetensors"
 
 
 def test_publish_refuses_to_overwrite_a_folder_it_did_not_publish(tmp_path):
@@ -128,3 +127,32 @@ def test_a_failed_publish_leaves_no_half_written_entry(tmp_path):
 def test_a_report_with_an_unknown_pattern_is_rejected(tmp_path):
     with pytest.raises(ZooError, match="pattern 'diagonal' is not one of"):
         publish(write_fake_run_dir(tmp_path / "run", pattern="diagonal"), tmp_path / "zoo")
+
+
+def test_card_opens_with_the_hub_yaml_metadata(tmp_path):
+    import yaml
+
+    from metaprune.zoo.card import read_card_metadata
+
+    run_dir = write_fake_run_dir(tmp_path / "run")
+    card = make_card(run_dir, name="mlp-demo", license="Apache-2.0")
+    metadata = yaml.safe_load(card.split("---\n")[1])
+    assert metadata == read_card_metadata(card)
+    assert metadata["library_name"] == "metaprune" and metadata["license"] == "apache-2.0"
+    assert metadata["pipeline_tag"] == "image-classification"
+    assert {"metaprune", "pruning", "channel", "mlp", "digits"} <= set(metadata["tags"])
+    [result] = metadata["model-index"][0]["results"]
+    assert metadata["model-index"][0]["name"] == "mlp-demo" and result["dataset"]["name"] == "digits"
+    assert {"type": "accuracy", "name": "test accuracy", "value": 0.9375} in result["metrics"]
+    custom = read_card_metadata(make_card(run_dir, name="x", license="My Own License v2", task="text-to-image"))
+    assert custom["license"] == "other" and custom["license_name"] == "my-own-license-v2"
+    assert custom["pipeline_tag"] == "text-to-image"
+
+
+@pytest.mark.parametrize(("pattern", "reason"), [("unstructured", "dense CPU kernels"), ("n:m", "sparse tensor cores"),
+                                                 ("channel", "remeasure on a quiet machine")])
+def test_a_card_showing_a_slower_pruned_model_says_why(tmp_path, pattern, reason):
+    run_dir = write_fake_run_dir(tmp_path / "run", pattern=pattern, speedup={"flops": 2.0, "latency": 0.69})
+    card = make_card(run_dir, name="slow")
+    assert "Measured latency 0.69x (slower than dense):" in card and reason in card
+    assert "slower than dense" not in make_card(write_fake_run_dir(tmp_path / "fast"), name="fast")

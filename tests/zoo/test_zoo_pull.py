@@ -208,10 +208,70 @@ def test_large_downloads_show_a_progress_bar_on_stderr(tmp_path, http_server, ca
     assert "w.bin" in err and "102.4/102.4 kB" in err, err
 
 
-def test_hf_urls_are_pulled_through_the_resolve_endpoint(tmp_path, http_server, monkeypatch):
-    base, state = http_server
-    monkeypatch.setattr("metaprune.zoo.urls.HF_ENDPOINT", base)
-    state.files = {"/me/zoo/resolve/main/tiny/model.safetensors": WEIGHTS}
+def _hf_cache(root: Path, repo: str, files: dict[str, bytes], revision: str = "main") -> Path:
+    """A Hugging Face Hub cache folder holding ``files`` of model repository ``repo`` at ``revision``, laid out as
+    ``huggingface_hub`` writes it (blobs, a snapshot per commit, a ref naming the commit)."""
+    commit = hashlib.sha1(repr(sorted(files.items())).encode()).hexdigest()
+    folder = root / f"models--{repo.replace('/', '--')}"
+    for name, data in files.items():
+        blob = folder / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.parent.mkdir(parents=True, exist_ok=True)
+        blob.write_bytes(data)
+        link = folder / "snapshots" / commit / name
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    (folder / "refs").mkdir(exist_ok=True)
+    (folder / "refs" / revision).write_text(commit)
+    return root
+
+
+def test_hf_urls_are_read_from_the_hub_cache_offline(tmp_path, monkeypatch, zoo_cache):
+    """hf:// goes through huggingface_hub: HF_HUB_OFFLINE=1 and a pre-populated Hub cache, no network."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(_hf_cache(tmp_path / "hf", "me/zoo", {"tiny/model.safetensors": WEIGHTS})))
     index = write_index(tmp_path / "index.json", entry_dict("tiny", {"model.safetensors": WEIGHTS}, "hf://me/zoo/tiny/"))
-    assert (pull("tiny", index=index) / "model.safetensors").read_bytes() == WEIGHTS
-    assert state.requests == [("/me/zoo/resolve/main/tiny/model.safetensors", None)]
+    folder = pull("tiny", index=index)
+    assert (folder / "model.safetensors").read_bytes() == WEIGHTS and not (folder / "model.safetensors").is_symlink()
+    missing = write_index(tmp_path / "other.json", entry_dict("other", {"m.bin": b"x"}, "hf://me/zoo/other/"))
+    with pytest.raises(ZooError, match="offline mode: hf://me/zoo/other/m.bin is not in the Hugging Face cache"):
+        pull("other", index=missing)
+    wrong = write_index(tmp_path / "wrong.json", entry_dict("wrong", {"model.safetensors": WEIGHTS[:-1] + b"!"},
+                                                             "hf://me/zoo/tiny/"))
+    with pytest.raises(ChecksumError, match="pin a revision"):
+        pull("wrong", index=wrong)
+
+
+def test_an_index_on_the_hub_is_read_through_the_hub_cache(tmp_path, monkeypatch, zoo_cache):
+    entry = entry_dict("tiny", {"model.safetensors": WEIGHTS}, "tiny/")  # relative to the index, in its repository
+    files = {"zoo/index.json": write_index(tmp_path / "i.json", entry).read_bytes(), "zoo/tiny/model.safetensors": WEIGHTS}
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(_hf_cache(tmp_path / "hf", "me/zoo", files, revision="v1")))
+    folder = pull("tiny", index="hf://me/zoo@v1/zoo/index.json")
+    assert (folder / "model.safetensors").read_bytes() == WEIGHTS
+    with pytest.raises(ZooError, match="not in the Hugging Face cache"):  # main was never fetched
+        pull("tiny", index="hf://me/zoo/zoo/index.json")
+
+
+def test_hf_urls_pass_revision_type_endpoint_and_cache_to_the_hub_client(tmp_path, monkeypatch):
+    import metaprune.zoo.hub as hub
+
+    calls = []
+
+    def fake_download(repo_id, filename, **options):
+        calls.append((repo_id, filename, options))
+        path = tmp_path / "fetched.bin"
+        path.write_bytes(WEIGHTS)
+        return str(path)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_download)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    dest = download_file("hf://datasets/me/zoo@v2/tiny/w.bin", tmp_path / "out" / "w.bin",
+                         sha256=hashlib.sha256(WEIGHTS).hexdigest(), size=len(WEIGHTS))
+    assert dest.read_bytes() == WEIGHTS
+    [(repo_id, filename, options)] = calls
+    assert (repo_id, filename) == ("me/zoo", "tiny/w.bin")
+    assert options["repo_type"] == "dataset" and options["revision"] == "v2" and not options["local_files_only"]
+    assert options["endpoint"] == "https://hub.example.org" and options["cache_dir"] == str(tmp_path / "hf")
+    assert hub.fetch("hf://me/zoo/a.bin", offline=True) and calls[-1][2]["local_files_only"]

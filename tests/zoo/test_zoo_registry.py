@@ -30,7 +30,7 @@ def test_a_file_url_overrides_the_base_url():
     entry = entry_dict("a", {"m.bin": b"1"}, "a/")
     entry["files"][0]["url"] = "hf://me/zoo/weights/m.bin"
     loaded = parse_index(_index_text(entry), BASE).get("a")
-    assert loaded.url_of(loaded.files[0]) == "https://huggingface.co/me/zoo/resolve/main/weights/m.bin"
+    assert loaded.url_of(loaded.files[0]) == "hf://me/zoo/weights/m.bin"
 
 
 @pytest.mark.parametrize(("change", "message"), [

@@ -1,0 +1,71 @@
+"""``metaprune prune`` for text encoders (``--model minilm`` / ``--data stsb``): options in, table out.
+
+Kept apart from the image prune command so that its options are checked with light modules first
+and torch/transformers load only once they are valid.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from metaprune.cli.options import parse_n_m
+from metaprune.errors import ConfigError
+
+#: Names of the text models and data sets (checked again against their registries when the job runs).
+TEXT_MODELS = ("minilm",)
+TEXT_DATA = ("stsb",)
+#: The prune command's default criterion, which means "the text pattern's default" here.
+IMAGE_DEFAULT_CRITERION = "group_l2"
+
+console = Console()
+
+
+def is_text_task(model: str, data: str) -> bool:
+    """Whether the prune options name a text model or a text data set."""
+    return model in TEXT_MODELS or data in TEXT_DATA
+
+
+def prune_text(*, model: str, data: str, data_root: str | None, budget: float | None, speedup: float | None,
+               pattern: str, criterion: str, n_m: str, calibration_text: str | None, seed: int, latency: bool,
+               threads: int, out: str | None, overwrite: bool, command: str) -> None:
+    """Validate the options, run :func:`metaprune.workflows.text.run_text_prune` and print its figures."""
+    if model not in TEXT_MODELS or data not in TEXT_DATA:
+        raise ConfigError(f"text models ({', '.join(TEXT_MODELS)}) go with text data ({', '.join(TEXT_DATA)}): "
+                          f"got --model {model} --data {data}")
+    if criterion == IMAGE_DEFAULT_CRITERION:  # not chosen: the best retraining-free method of the pattern
+        criterion = "fisher-mask" if pattern == "head-ffn" else "sparsegpt"
+    from metaprune.prune.budget import Budget
+
+    has_budget = budget is not None or speedup is not None
+    job_budget = Budget.from_options(budget, speedup) if has_budget else None
+    n, m = parse_n_m(n_m)
+    from metaprune.workflows.text import TextPruneOptions, run_text_prune
+
+    options = TextPruneOptions(data_root=data_root, budget=job_budget, model=model, data=data, pattern=pattern,
+                               criterion=criterion, n_m=(n, m), calibration_text=calibration_text, seed=seed,
+                               latency=latency, threads=threads, out=out, overwrite=overwrite,
+                               command=f"metaprune {command}")
+    result = run_text_prune(options)
+    print_text_report(result.report)
+    if result.run_dir is not None:
+        console.print(f"wrote {result.run_dir}/{{report.json, config.json, model.safetensors, tokenizer files}}")
+
+
+def print_text_report(report: Any) -> None:
+    """Dense vs pruned: FLOPs, parameters, STS-B dev/test Spearman, latency."""
+    table = Table(title=f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion}")
+    for column in ("", "FLOPs", "non-zero params", "dev Spearman", "test Spearman", "latency ms (batch 1)"):
+        table.add_column(column, justify="right")
+    for label, figures in (("dense", report.dense), ("pruned", report.pruned)):
+        scores = report.extra[label]
+        latency = f"{figures.latency_ms:.2f}" if figures.latency_ms else "-"
+        table.add_row(label, f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{scores['dev_spearman']:.2f}",
+                      f"{scores['test_spearman']:.2f}", latency)
+    console.print(table)
+    latency_speedup = report.speedup["latency"]
+    console.print(f"FLOPs speed-up {report.speedup['flops']:.2f}x"
+                  + (f", measured CPU latency speed-up {latency_speedup:.2f}x" if latency_speedup else "")
+                  + f", pruning time {report.extra['prune_time_s']:.1f}s")
