@@ -158,7 +158,7 @@ def prune(
         result = run_prune(job, dense_model=dense)
     _print_report(result.report)
     console.print(f"wrote {result.run_dir}/{{plan.json, report.json, model.safetensors, architecture.json, "
-                  "report.png, dense.safetensors}")
+                  "report.png, dense.safetensors, run.log}")
 
 
 def _print_report(report: Any) -> None:
