@@ -162,18 +162,12 @@ def prune(
 
 
 def _print_report(report: Any) -> None:
-    table = Table(title=f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion} / {report.schedule}")
-    for column in ("", "FLOPs", "params", "val acc", "test acc", "latency ms"):
-        table.add_column(column, justify="right")
-    for label, figures in (("dense", report.dense), ("pruned", report.pruned)):
-        latency = f"{figures.latency_ms:.2f}" if figures.latency_ms else "-"
-        table.add_row(label, f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{figures.val_accuracy:.4f}",
-                      f"{figures.test_accuracy:.4f}", latency)
-    console.print(table)
-    latency_speedup = report.speedup["latency"]
-    console.print(f"FLOPs speed-up {report.speedup['flops']:.2f}x"
-                  + (f", measured CPU latency speed-up {latency_speedup:.2f}x" if latency_speedup else "")
-                  + f", wall time {report.wall_time_s:.1f}s")
+    from metaprune.cli.tables import print_prune_report
+
+    print_prune_report(report, f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion} / "
+                       f"{report.schedule}", ("val acc", "test acc"),
+                       lambda _label, figures: (f"{figures.val_accuracy:.4f}", f"{figures.test_accuracy:.4f}"),
+                       seconds=report.wall_time_s)
 
 
 @app.command("eval")

@@ -8,10 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-
 from metaprune.cli.options import parse_n_m
+from metaprune.cli.tables import console, print_prune_report
 from metaprune.errors import ConfigError
 
 #: Names of the text models and data sets (checked again against their registries when the job runs).
@@ -19,8 +17,6 @@ TEXT_MODELS = ("minilm",)
 TEXT_DATA = ("stsb",)
 #: The prune command's default criterion, which means "the text pattern's default" here.
 IMAGE_DEFAULT_CRITERION = "group_l2"
-
-console = Console()
 
 
 def is_text_task(model: str, data: str) -> bool:
@@ -56,16 +52,9 @@ def prune_text(*, model: str, data: str, data_root: str | None, budget: float | 
 
 def print_text_report(report: Any) -> None:
     """Dense vs pruned: FLOPs, parameters, STS-B dev/test Spearman, latency."""
-    table = Table(title=f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion}")
-    for column in ("", "FLOPs", "non-zero params", "dev Spearman", "test Spearman", "latency ms (batch 1)"):
-        table.add_column(column, justify="right")
-    for label, figures in (("dense", report.dense), ("pruned", report.pruned)):
-        scores = report.extra[label]
-        latency = f"{figures.latency_ms:.2f}" if figures.latency_ms else "-"
-        table.add_row(label, f"{figures.flops:,}", f"{figures.nonzero_params:,}", f"{scores['dev_spearman']:.2f}",
-                      f"{scores['test_spearman']:.2f}", latency)
-    console.print(table)
-    latency_speedup = report.speedup["latency"]
-    console.print(f"FLOPs speed-up {report.speedup['flops']:.2f}x"
-                  + (f", measured CPU latency speed-up {latency_speedup:.2f}x" if latency_speedup else "")
-                  + f", pruning time {report.extra['prune_time_s']:.1f}s")
+    print_prune_report(report, f"{report.model} on {report.dataset}: {report.pattern} / {report.criterion}",
+                       ("dev Spearman", "test Spearman"),
+                       lambda label, _figures: (f"{report.extra[label]['dev_spearman']:.2f}",
+                                                f"{report.extra[label]['test_spearman']:.2f}"),
+                       params_column="non-zero params", latency_column="latency ms (batch 1)",
+                       time_label="pruning time", seconds=report.extra["prune_time_s"])
