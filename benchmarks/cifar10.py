@@ -83,6 +83,12 @@ def subset(dataset: UInt8ImageDataset, count: int, seed: int) -> UInt8ImageDatas
                              augment=dataset.augment, seed=dataset.seed, channels_last=dataset.channels_last)
 
 
+def finetune_split(splits: DataSplits, images: int, seed: int) -> DataSplits:
+    """``splits`` with its training split cut to the fixed, seeded ``images``-image fine-tuning subset."""
+    return DataSplits(subset(splits.train, images, seed), splits.val, splits.test, splits.num_classes,
+                      splits.in_channels, splits.image_size, splits.name, splits.mean, splits.std)
+
+
 def prune_metaprune(dense: nn.Module, criterion_name: str, ranking: str, flops_ratio: float, splits: DataSplits,
                     loaders: tuple, seed: int) -> nn.Module:
     """A pruned copy of ``dense`` by metaprune's structured engine (one-shot, as ``metaprune prune`` does)."""
@@ -148,6 +154,19 @@ def run_method(method: str, speedup: float, dense: nn.Module, splits: DataSplits
     else:
         model = prune_torch_pruning(dense, name, 1 / speedup, splits)
     prune_seconds = time.perf_counter() - start
+    measured = finetune_and_measure(model, dense, splits, loaders, finetune_loader, finetune_epochs, seed)
+    return {"method": method, "library": library, "speedup_target": speedup, "finetune_seed": seed, **measured,
+            "prune_seconds": prune_seconds, "seconds": time.perf_counter() - start}
+
+
+def finetune_and_measure(model: nn.Module, dense: nn.Module, splits: DataSplits, loaders: tuple,
+                         finetune_loader: Any, finetune_epochs: int, seed: int) -> dict[str, Any]:
+    """The treatment every pruned model gets, in place: BN re-estimated, test accuracy, the fine-tune, val/test accuracy.
+
+    BatchNorm is re-estimated on the first 10 batches of ``loaders[0]``; the fine-tune is SGD
+    Nesterov, lr :data:`FINETUNE_LR` cosine, the dense recipe's weight decay, over ``finetune_loader``
+    for ``finetune_epochs``, seeded by ``seed``. ``benchmarks/cifar10_search.py`` uses it too.
+    """
     example_input = splits.test[0][0].unsqueeze(0)
     recalibrate_batchnorm(model, loaders[0])
     before = {"test": evaluate(model, loaders[2])}  # validation is only needed where something is selected
@@ -155,11 +174,9 @@ def run_method(method: str, speedup: float, dense: nn.Module, splits: DataSplits
     tuned = fit(model, finetune_loader, epochs=finetune_epochs, lr=FINETUNE_LR, optimizer="sgd",
                 weight_decay=RECIPE["weight_decay"], progress=False)
     after = accuracy(model, loaders)
-    return {"method": method, "library": library, "speedup_target": speedup, "finetune_seed": seed,
-            "flops": count_flops(model, example_input), "flops_ratio": count_flops(model, example_input)
+    return {"flops": count_flops(model, example_input), "flops_ratio": count_flops(model, example_input)
             / count_flops(dense, example_input), "params": sum(p.numel() for p in model.parameters()),
-            "before_finetune": before, "after_finetune": after, "prune_seconds": prune_seconds,
-            "finetune_seconds": tuned.wall_time_s, "seconds": time.perf_counter() - start}
+            "before_finetune": before, "after_finetune": after, "finetune_seconds": tuned.wall_time_s}
 
 
 def _grouped(result: dict[str, Any]) -> dict[tuple[float, str], list[dict[str, Any]]]:
@@ -259,9 +276,7 @@ def main() -> None:
                                                  subset(splits.test, 512, 3))
     finetune_seeds = args.finetune_seeds or [args.seed]
     loaders = make_loaders(splits, batch_size=RECIPE["batch_size"], seed=args.seed)
-    finetune_splits = {seed: DataSplits(subset(splits.train, args.finetune_images, seed), splits.val, splits.test,
-                                        splits.num_classes, splits.in_channels, splits.image_size, splits.name,
-                                        splits.mean, splits.std) for seed in finetune_seeds}
+    finetune_splits = {seed: finetune_split(splits, args.finetune_images, seed) for seed in finetune_seeds}
     dense, dense_source = load_dense(args, splits, loaders)
     name = args.name or ("cifar10_quick" if args.quick else "cifar10")
     result: dict[str, Any] = {

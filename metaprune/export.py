@@ -66,11 +66,13 @@ def _named_inputs(example_inputs: ExampleInputs) -> tuple[tuple, dict[str, Any],
     return args, {}, feed
 
 
-def to_onnx_bytes(model: nn.Module, example_inputs: ExampleInputs) -> tuple[bytes, str]:
+def to_onnx_bytes(model: nn.Module, example_inputs: ExampleInputs, *, output_names: list[str] | None = None,
+                  dynamic_axes: dict[str, dict[int, str]] | None = None) -> tuple[bytes, str]:
     """The serialised ONNX model of ``model`` (eval mode) traced on ``example_inputs``, and the exporter used.
 
     The TorchScript exporter is tried first (fast, names the inputs ``input_0, ...`` or by their
-    keyword); models it cannot trace go through the dynamo exporter.
+    keyword; ``output_names`` and ``dynamic_axes`` (name -> {axis: label}) go to it); models it cannot
+    trace go through the dynamo exporter.
     """
     args, kwargs, feed = _named_inputs(example_inputs)
     was_training = model.training
@@ -85,6 +87,7 @@ def to_onnx_bytes(model: nn.Module, example_inputs: ExampleInputs) -> tuple[byte
                     warnings.simplefilter("ignore")
                     if exporter == "torchscript":
                         torch.onnx.export(model, args, buffer, kwargs=kwargs or None, input_names=list(feed),
+                                          output_names=output_names, dynamic_axes=dynamic_axes,
                                           dynamo=False, do_constant_folding=True)
                     else:
                         program = torch.onnx.export(model, args, kwargs=kwargs or None, dynamo=True, verbose=False)
@@ -145,18 +148,23 @@ def compare_onnx(model: nn.Module, session: Any, example_inputs: ExampleInputs) 
 
 def export_onnx(
     model: nn.Module, example_inputs: ExampleInputs, path: str | Path | None = None, *,
-    tolerance: float = ONNX_TOLERANCE, seed: int = 0,
+    tolerance: float = ONNX_TOLERANCE, seed: int = 0, output_names: list[str] | None = None,
+    dynamic_axes: dict[str, dict[int, str]] | None = None, check_inputs: list[ExampleInputs] | None = None,
 ) -> ExportResult:
     """Export ``model`` to ONNX at ``path`` (none: checked only) and verify it in ONNX Runtime.
 
-    The check runs both on seeded random inputs of the example's shapes; a largest absolute
-    difference above ``tolerance`` is a :class:`~metaprune.errors.ModelError` and nothing is written.
+    The check runs both on seeded random inputs of the example's shapes (and on every entry of
+    ``check_inputs``, e.g. other shapes along ``dynamic_axes``); a largest absolute difference above
+    ``tolerance`` is a :class:`~metaprune.errors.ModelError` and nothing is written.
     """
     from metaprune.rundir import atomic_path
 
-    model_bytes, exporter = to_onnx_bytes(model, example_inputs)
+    model_bytes, exporter = to_onnx_bytes(model, example_inputs, output_names=output_names,
+                                          dynamic_axes=dynamic_axes)
     session = onnx_session(model_bytes)
     error, outputs = compare_onnx(model, session, random_inputs(example_inputs, seed))
+    for extra in check_inputs or []:
+        error = max(error, compare_onnx(model, session, extra)[0])
     if not error <= tolerance:
         raise ModelError(f"ONNX Runtime's outputs differ from PyTorch's by {error:.3g} (> {tolerance:g}); "
                          "the file was not written")
@@ -187,16 +195,21 @@ def export_run(run_dir: str | Path, out: str | Path | None = None, *, allow_mask
     ``batch`` > 1 exports for that batch size (the example input repeated). A masked run is a
     ConfigError unless ``allow_masked``: ONNX Runtime would run its zeros at full cost.
     """
+    from metaprune.models.minilm import TEXT_RUN_FILE
     from metaprune.prune.saving import load_run, read_architecture
     from metaprune.rundir import check_out_file
 
     pattern = run_pattern(run_dir)
+    text = (Path(run_dir) / TEXT_RUN_FILE).is_file()
     if pattern in MASKED_PATTERNS and not allow_masked:
+        structured = "head-ffn" if text else "channel"
         raise ConfigError(f"{run_dir} is a masked run ({pattern}): its zeros are stored densely and ONNX Runtime "
-                          "would run it at the dense cost; prune with --pattern channel for a smaller model, or pass "
-                          "--allow-masked to export it anyway")
+                          f"would run it at the dense cost; prune with --pattern {structured} for a smaller model, "
+                          "or pass --allow-masked to export it anyway")
     if batch < 1:
         raise ConfigError(f"--batch must be >= 1, got {batch}")
+    if text:
+        return export_text_run(run_dir, out, batch=batch)
     architecture = read_architecture(run_dir)
     model = load_run(run_dir)
     if architecture.get("inputs") is not None:
@@ -217,3 +230,31 @@ def _repeat_batch(example_inputs: ExampleInputs, batch: int) -> ExampleInputs:
     if isinstance(example_inputs, (tuple, list)):
         return tuple(_repeat_batch(value, batch) for value in example_inputs)
     return example_inputs
+
+
+#: Sequence length of a text encoder's export example (the batch and sequence axes stay dynamic).
+TEXT_EXPORT_LENGTH = 128
+
+
+def export_text_run(run_dir: str | Path, out: str | Path | None = None, *, batch: int = 1) -> ExportResult:
+    """Export a text-encoder run (:mod:`metaprune.models.minilm`) to ONNX (default ``RUN_DIR/model.onnx``).
+
+    Inputs are the tokenizer's (``input_ids``, ``attention_mask``, ``token_type_ids`` for BERT) and
+    outputs ``last_hidden_state`` and ``sentence_embedding`` (mean-pooled, normalised), with dynamic
+    batch and sequence axes. ONNX Runtime is checked against PyTorch at ``batch`` x 128 tokens (fewer if
+    the model's position table is shorter) and on
+    a padded batch of other sentence lengths.
+    """
+    from metaprune.models.minilm import EXPORT_OUTPUTS, ExportableEncoder, load_encoder
+    from metaprune.rundir import check_out_file
+
+    encoder = load_encoder(run_dir)
+    wrapper = ExportableEncoder(encoder)
+    positions = getattr(encoder.model.config, "max_position_embeddings", TEXT_EXPORT_LENGTH)
+    example = wrapper.example_inputs(batch, min(TEXT_EXPORT_LENGTH, positions))
+    other = wrapper.example_inputs(3, None)
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*example, EXPORT_OUTPUTS[0])}
+    axes[EXPORT_OUTPUTS[1]] = {0: "batch"}
+    target = check_out_file(out if out is not None else Path(run_dir) / "model.onnx")
+    return export_onnx(wrapper, example, target, output_names=list(EXPORT_OUTPUTS), dynamic_axes=axes,
+                       check_inputs=[other])

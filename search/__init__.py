@@ -1,4 +1,4 @@
-"""Budget-constrained per-layer allocation: search spaces, allocators, rate-distortion DP, Optuna and Ray Tune.
+"""Budget-constrained per-layer allocation: search spaces, allocators, rate-distortion DP, Optuna, Ray Tune and evolution.
 
 Every method returns a :class:`~metaprune.prune.plan.PrunePlan` whose FLOPs are within 2% of
 the budget: proposals are projected onto the budget before they are evaluated. The
@@ -6,7 +6,7 @@ differentiable searches live in :mod:`metaprune.search.nas` (TAS returns such a 
 designs a new sparse cell network, see :mod:`metaprune.search.nas.dass`).
 """
 
-from metaprune.search import nas, optuna_search, ray_tune  # noqa: F401  (register their search methods)
+from metaprune.search import evolution, nas, optuna_search, ray_tune  # noqa: F401  (register their search methods)
 from metaprune.search.allocators import ALLOCATORS, Allocator, get_allocator
 from metaprune.search.dp import RateDistortionAllocator, solve_rate_distortion
 from metaprune.search.methods import (

@@ -122,27 +122,35 @@ def get_allocator(name: str) -> Allocator:
 class HALPAllocator(Allocator):
     """Latency-aware knapsack allocation (HALP, Shen et al., NeurIPS'22) of group-L2 channel importance.
 
-    The latency table of the space's model on this machine (batch 1, one thread; measured once,
-    then cached: :func:`metaprune.latency.load_or_profile`) prices every channel; the greedy knapsack
-    (:mod:`metaprune.prune.knapsack`) removes the least importance per millisecond saved down to the
-    predicted latency of the uniform plan at the budget. The projection then meets the FLOPs budget,
-    so at equal FLOPs the plan spends them where they cost the least time.
+    The greedy knapsack (:mod:`metaprune.prune.knapsack`) removes the least importance per millisecond
+    saved. In a latency space (``metaprune search --latency-speedup``) the space's own cost prices every
+    channel and the knapsack goes straight to the latency budget. In a FLOPs space the latency table of the
+    model on this machine (batch 1, one thread; measured once, then cached:
+    :func:`metaprune.latency.load_or_profile`) prices them, the knapsack goes down to the predicted latency
+    of the uniform plan at the budget, and the projection then meets the FLOPs budget, so at equal FLOPs
+    the plan spends them where they cost the least time.
     """
 
     name = "halp"
 
     def propose(self, space: SearchSpace, calibration: Calibration | None = None) -> torch.Tensor:
-        from metaprune.latency import LatencyCostModel, load_or_profile
         from metaprune.prune.knapsack import allocate_knapsack
 
-        table, _, _ = load_or_profile(space.model, space.example_input)
-        latency = LatencyCostModel(space.groups, table)
         criterion = get_criterion("group_l2")
         scores = score_groups(space.groups, criterion, calibration)
         chunked = []
         for name, step in zip(space.names, space.steps.tolist()):
             normalised = criterion.normalize(scores[name].to(torch.float64))
             chunked.append(normalised.reshape(int(step), -1).mean(0) if step > 1 else normalised)
-        target = latency.latency_ms(space.counts_of(space.project(torch.full((len(space),), 0.5, dtype=torch.float64))))
+        if space.cost_kind == "latency":
+            latency = space.cost
+            target = space.budget.target_flops(space.dense_flops)
+        else:
+            from metaprune.latency import LatencyCostModel, load_or_profile
+
+            table, _, _ = load_or_profile(space.model, space.example_input)
+            latency = LatencyCostModel(space.groups, table)
+            uniform = space.project(torch.full((len(space),), 0.5, dtype=torch.float64))
+            target = latency.latency_ms(space.counts_of(uniform))
         counts = allocate_knapsack(chunked, latency, target, space.floor_counts, space.steps)
         return counts / space.sizes

@@ -19,6 +19,9 @@ The program over discretised reduction :math:`b` ("at least :math:`b` bins remov
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+
 import torch
 
 from metaprune.errors import SearchError
@@ -62,6 +65,10 @@ def solve_rate_distortion(distortion: torch.Tensor, reduction: torch.Tensor, req
     return levels
 
 
+#: Distortion curves by search space (dropped with it) and by (levels, samples, calibration batch).
+_CURVES: weakref.WeakKeyDictionary[SearchSpace, dict[tuple, tuple[torch.Tensor, torch.Tensor]]] = weakref.WeakKeyDictionary()
+
+
 @ALLOCATORS.register("dp")
 class RateDistortionAllocator(Allocator):
     """Per-group distortion curves + the dynamic program of :func:`solve_rate_distortion`.
@@ -81,7 +88,19 @@ class RateDistortionAllocator(Allocator):
         return torch.round(space.floor_counts[:, None] + (space.sizes - space.floor_counts)[:, None] * steps[None, :])
 
     def curves(self, space: SearchSpace, calibration: Calibration) -> tuple[torch.Tensor, torch.Tensor]:
-        """(distortion, marginal FLOPs-ratio reduction), both ``[groups, levels]``, one group pruned at a time."""
+        """(distortion, marginal FLOPs-ratio reduction), both ``[groups, levels]``, one group pruned at a time.
+
+        Measured once per space, calibration batch, levels and samples (a search that enqueues the
+        DP plan as a baseline asks again for the same curves).
+        """
+        inputs = calibration[0][: self.samples].detach().contiguous()
+        key = (self.levels, tuple(inputs.shape), hashlib.sha1(inputs.cpu().numpy().tobytes()).hexdigest())
+        cached = _CURVES.setdefault(space, {})
+        if key not in cached:
+            cached[key] = self._measure_curves(space, calibration)
+        return cached[key]
+
+    def _measure_curves(self, space: SearchSpace, calibration: Calibration) -> tuple[torch.Tensor, torch.Tensor]:
         counts = self.level_counts(space)
         groups, levels = counts.shape
         variants = space.sizes.repeat(groups * levels, 1)

@@ -105,6 +105,8 @@ class SearchResult:
     pareto: list[TrialRecord] = field(default_factory=list)
     #: the Optuna study behind the trials, if any: its ``trials_dataframe()`` adds timings and raw parameters to the CSV
     study: Any = None
+    #: a latency-budget search's end-of-job measurement of the best plan (requested, predicted, measured)
+    latency: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not self.pareto:
@@ -136,11 +138,13 @@ def best_feasible(trials: list[TrialRecord], budget_ratio: float) -> TrialRecord
     return max(feasible, key=lambda trial: trial.score)
 
 
-def check_search_met(result: SearchResult, budget_ratio: float) -> None:
-    """SearchError unless the best plan's FLOPs ratio is within ``TOLERANCE`` of the budget (the search's promise)."""
-    achieved = result.best_plan.flops_ratio
+def check_search_met(result: SearchResult, budget_ratio: float, achieved: float | None = None,
+                     unit: str = "FLOPs ratio") -> None:
+    """SearchError unless the best plan's FLOPs ratio (or ``achieved``, the ratio of the space's cost, e.g.
+    predicted latency) is within ``TOLERANCE`` of the budget (the search's promise)."""
+    achieved = result.best_plan.flops_ratio if achieved is None else achieved
     if achieved is None or abs(achieved - budget_ratio) > budget_ratio * TOLERANCE:
-        shown = "no FLOPs ratio" if achieved is None else f"a FLOPs ratio of {achieved:.4f}"
+        shown = f"no {unit}" if achieved is None else f"a {unit} of {achieved:.4f}"
         raise SearchError(f"the {result.method} search's best plan has {shown} for a budget of {budget_ratio:.4f} "
                           f"(beyond ±{TOLERANCE:.0%}); run more trials or choose a budget the model can reach")
 
@@ -152,20 +156,36 @@ SearchMethod = Callable[[SearchContext], SearchResult]
 METHODS: Registry[SearchMethod] = Registry("search method")
 #: Methods that design a new network instead of pruning the given one (DASS): no dense model is trained for them.
 NEW_NETWORK_METHODS: set[str] = set()
+#: Methods that budget FLOPs in their own way (TAS's differentiable expected FLOPs) and cannot take a latency budget.
+FLOPS_ONLY_METHODS: set[str] = set()
 
 
-def register_method(name: str, *, new_network: bool = False) -> Callable[[SearchMethod], SearchMethod]:
+def register_method(name: str, *, new_network: bool = False,
+                    latency: bool = True) -> Callable[[SearchMethod], SearchMethod]:
     """Decorator registering a search method under ``name``.
 
     ``new_network=True``: the method designs its own network from the data and never reads the
     dense model; the search then trains none and its context has no space nor objective.
+    ``latency=False``: the method does not go through the space's cost (and its projection), so a
+    latency budget (``--latency-speedup``) is refused for it; a new-network method never takes one.
     """
     def decorator(method: SearchMethod) -> SearchMethod:
         METHODS.register(name)(method)
         if new_network:
             NEW_NETWORK_METHODS.add(name)
+        if new_network or not latency:
+            FLOPS_ONLY_METHODS.add(name)
         return method
     return decorator
+
+
+def check_latency_method(name: str) -> None:
+    """ConfigError unless the registered method ``name`` can search under a latency budget."""
+    get_method(name)
+    if name in FLOPS_ONLY_METHODS:
+        able = ", ".join(sorted(set(METHODS.names()) - FLOPS_ONLY_METHODS))
+        raise ConfigError(f"--method {name} cannot take a latency budget (--latency-speedup/--latency-budget): it "
+                          f"budgets FLOPs (or weights) its own way; use one of {able}, or a FLOPs budget")
 
 
 def designs_new_network(name: str) -> bool:
@@ -191,5 +211,5 @@ def allocator_method(name: str) -> SearchMethod:
     return run
 
 
-for _name in ("uniform", "erk", "global_magnitude", "lamp", "dp"):
+for _name in ("uniform", "erk", "global_magnitude", "lamp", "dp", "halp"):
     register_method(_name)(allocator_method(_name))

@@ -1,6 +1,7 @@
-"""What a trial is scored by: output distortion (cheap) or validation accuracy after a short fine-tune.
+"""What a trial is scored by: output distortion (cheap), validation accuracy after BatchNorm
+re-estimation (``bn_accuracy``, cheap, :mod:`metaprune.search.bn_accuracy`) or after a short fine-tune.
 
-Both are maximised. :class:`SearchSetup` is the picklable recipe (dense model, data,
+All are maximised. :class:`SearchSetup` is the picklable recipe (dense model, data,
 budget) from which any process, a Ray worker included, rebuilds the search space and the
 objective: the space itself holds a traced dependency graph that does not pickle.
 """
@@ -8,9 +9,9 @@ objective: the space itself holds a traced dependency graph that does not pickle
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from torch import nn
@@ -21,11 +22,15 @@ from metaprune.errors import ConfigError
 from metaprune.prune.budget import Budget
 from metaprune.prune.criteria import get_criterion
 from metaprune.prune.structured import apply_plan
+from metaprune.search.bn_accuracy import BNAccuracyObjective
 from metaprune.search.distortion import MaskedModel
 from metaprune.search.space import SearchSpace
 from metaprune.train import evaluate, fit, recalibrate_batchnorm, seed_everything
 
-OBJECTIVES = ("distortion", "finetune")
+if TYPE_CHECKING:
+    from metaprune.latency import LatencyTable
+
+OBJECTIVES = ("distortion", "finetune", "bn_accuracy")
 
 
 def check_objective(name: str) -> None:
@@ -101,6 +106,8 @@ class SearchSetup:
     """Everything needed to rebuild a search space and its objective in any process.
 
     ``model`` is ``None`` for methods that design a new network (they read only the data and budget).
+    ``latency_table`` (a :class:`~metaprune.latency.LatencyTable` of ``model``) makes the space's cost the
+    table's predicted latency, and ``budget.flops_ratio`` a ratio of predicted latency.
     """
 
     model: nn.Module | None
@@ -113,19 +120,32 @@ class SearchSetup:
     criterion: str = "group_l2"
     finetune_fraction: float = 0.25
     seed: int = 0
+    latency_table: LatencyTable | None = None
 
     def __post_init__(self) -> None:
         check_objective(self.objective)
-        if self.objective == "finetune" and self.splits is None:
-            raise ConfigError("the finetune objective needs the data splits")
+        if self.objective in ("finetune", "bn_accuracy") and self.splits is None:
+            raise ConfigError(f"the {self.objective} objective needs the data splits")
+
+    def cost_factory(self) -> Callable[[Any], Any] | None:
+        """The latency predictor's factory when the budget is a latency (None: FLOPs)."""
+        if self.latency_table is None:
+            return None
+        from metaprune.latency import LatencyCostModel
+
+        table = self.latency_table
+        return lambda groups: LatencyCostModel(groups, table)
 
     def build(self) -> tuple[SearchSpace, Objective]:
         """The search space of the dense model and the objective that scores its points."""
         if self.model is None:
             raise ConfigError("this search needs the dense model to build its search space")
         self.model.eval()
-        space = SearchSpace(self.model, self.example_input, self.budget, min_keep=self.min_keep, criterion=self.criterion)
+        space = SearchSpace(self.model, self.example_input, self.budget, min_keep=self.min_keep, criterion=self.criterion,
+                            cost_factory=self.cost_factory())
         if self.objective == "distortion":
             return space, DistortionObjective(space, self.calibration)
+        if self.objective == "bn_accuracy":
+            return space, BNAccuracyObjective(space, self.splits, self.calibration, seed=self.seed)
         return space, FinetuneObjective(space, self.splits, self.calibration, fraction=self.finetune_fraction,
                                         seed=self.seed)

@@ -259,8 +259,8 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
 def _search_config(context: SearchContext) -> dict[str, Any]:
     """What a resumed study must share with the run that created it (the dense weights included)."""
     space = context.space
-    return {"budget": space.budget.flops_ratio, "objective": context.objective.name, "min_keep": space.min_keep,
-            "groups": list(space.names), "dense": weights_fingerprint(context.setup.model)}
+    return {"budget": space.budget.flops_ratio, "cost": space.cost_kind, "objective": context.objective.name,
+            "min_keep": space.min_keep, "groups": list(space.names), "dense": weights_fingerprint(context.setup.model)}
 
 
 def _check_resumable(study: optuna.Study, context: SearchContext) -> None:

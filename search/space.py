@@ -1,4 +1,9 @@
-"""The search space: per-group keep ratios in ``[floor, 1]`` and the projection onto a FLOPs budget.
+"""The search space: per-group keep ratios in ``[floor, 1]`` and the projection onto a cost budget.
+
+The cost is the FLOPs (:class:`~metaprune.prune.cost.GroupCostModel`) unless the space is given a
+``cost_factory``: with :class:`~metaprune.latency.LatencyCostModel` it is the latency table's predicted
+latency (``metaprune search --latency-speedup``), and every ``flops_ratio`` of the space below is then
+a ratio of predicted latency; the plans it writes still record their true FLOPs ratio.
 
 Every allocator and every trial proposes a vector of keep ratios :math:`p_g`; the space
 maps it onto the budget before anything is evaluated, so every trial is feasible. The
@@ -7,14 +12,16 @@ by bisection the scale :math:`s \\ge 0` with
 
 .. math:: F\\big(\\mathrm{clamp}(1 - s\\,q_g,\\ \\mathrm{floor}_g,\\ 1)\\big) = T,
 
-where :math:`F` is the analytic :class:`~metaprune.prune.cost.GroupCostModel` and :math:`T`
-the target FLOPs, then rounds to whole channels and corrects the rounding error one
+where :math:`F` is the cost model (analytic FLOPs, or predicted latency) and :math:`T`
+the target cost, then rounds to whole channels and corrects the rounding error one
 channel at a time until :math:`|F - T| \\le` ``tolerance`` :math:`\\cdot T`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,6 +35,9 @@ from metaprune.prune.plan import PrunePlan
 #: Every projected plan is within this fraction of the target FLOPs.
 TOLERANCE = 0.02
 
+#: ``ModelGroups -> cost model`` (``sizes``, ``group_names``, ``dense_flops``, ``flops(counts)``), as the engine takes.
+CostFactory = Callable[[ModelGroups], Any]
+
 
 def check_min_keep(min_keep: float) -> None:
     """ConfigError unless ``0 < min_keep <= 1``."""
@@ -40,17 +50,23 @@ class SearchSpace:
 
     ``min_keep`` is the per-group floor: group :math:`g` keeps at least
     :math:`\\lceil \\mathrm{min\\_keep} \\cdot n_g \\rceil` channels (as :func:`~metaprune.prune.structured.apply_plan` does).
+    ``cost_factory`` replaces the FLOPs as the budgeted cost (``budget.flops_ratio`` is then a ratio of
+    that cost, e.g. of predicted latency); :attr:`cost_kind` says which (``flops`` or ``latency``).
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, budget: Budget, *, min_keep: float = 0.1,
-                 criterion: str = "group_l2"):
+                 criterion: str = "group_l2", cost_factory: CostFactory | None = None):
         check_min_keep(min_keep)
         self.model, self.example_input, self.budget = model, example_input, budget
         self.min_keep, self.criterion = min_keep, criterion
         self.groups = ModelGroups(model, example_input)
         if not self.groups.groups:
             raise ConfigError(f"{type(model).__name__} has no prunable groups; nothing to search")
-        self.cost = GroupCostModel(self.groups)
+        #: the true FLOPs, which the plans record whatever the budgeted cost
+        self.flops_model = GroupCostModel(self.groups)
+        #: the budgeted cost (FLOPs unless ``cost_factory`` says otherwise)
+        self.cost = cost_factory(self.groups) if cost_factory is not None else self.flops_model
+        self.cost_kind = "flops" if cost_factory is None else str(getattr(self.cost, "cost_kind", "latency"))
         self.names: list[str] = list(self.cost.group_names)
         self.sizes: torch.Tensor = self.cost.sizes
         #: Channel granularity of each group (grouped convolutions, attention heads): counts are multiples of it.
@@ -63,8 +79,9 @@ class SearchSpace:
         self.dense_flops = self.cost.dense_flops
         lowest = self.flops_ratio_of_counts(self.floor_counts)
         if lowest > budget.flops_ratio * (1 + TOLERANCE):
+            unit = "FLOPs" if self.cost_kind == "flops" else f"{self.cost_kind} (predicted)"
             raise BudgetError(
-                f"budget {budget.flops_ratio:.4g} of the dense FLOPs is below what min_keep={min_keep} allows "
+                f"budget {budget.flops_ratio:.4g} of the dense {unit} is below what min_keep={min_keep} allows "
                 f"({lowest:.4g}); raise the budget or lower --min-keep"
             )
 
@@ -72,8 +89,12 @@ class SearchSpace:
         return len(self.names)
 
     def flops_ratio_of_counts(self, keep_counts: torch.Tensor) -> float:
-        """FLOPs of whole-channel keep counts, as a fraction of the dense FLOPs."""
+        """The budgeted cost (FLOPs, or predicted latency) of whole-channel keep counts, as a fraction of dense."""
         return self.cost.flops(keep_counts) / self.dense_flops
+
+    def true_flops_ratio_of_counts(self, keep_counts: torch.Tensor) -> float:
+        """FLOPs of whole-channel keep counts as a fraction of the dense FLOPs, whatever the budgeted cost."""
+        return self.flops_model.flops(keep_counts) / self.flops_model.dense_flops
 
     def counts_of(self, keep_ratios: torch.Tensor) -> torch.Tensor:
         """Whole channels kept for keep ratios (rounded to the group's step, clamped to ``[floor, size]``)."""
@@ -173,7 +194,7 @@ class SearchSpace:
         counts = self.counts_of(keep_ratios)
         ratios = {name: float(count / size) for name, count, size in zip(self.names, counts, self.sizes)}
         return PrunePlan("channel", ratios, self.criterion, "local", self.min_keep, None,
-                         round(self.flops_ratio_of_counts(counts), 6))
+                         round(self.true_flops_ratio_of_counts(counts), 6))
 
     def ratios_of_plan(self, plan: PrunePlan) -> torch.Tensor:
         """Inverse of :meth:`to_plan` (groups missing from the plan keep everything)."""

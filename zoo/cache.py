@@ -20,6 +20,7 @@ from filelock import FileLock, Timeout
 
 from metaprune.errors import ChecksumError, ZooError
 from metaprune.zoo.download import check_regular_or_absent, download_file, file_matches
+from metaprune.zoo.loaders import entry_kind
 from metaprune.zoo.names import check_entry_name, safe_join
 from metaprune.zoo.registry import Entry, load_index
 from metaprune.zoo.settings import cache_root, is_offline
@@ -79,7 +80,8 @@ def pull_entry(entry: Entry, *, offline: bool | None = None, progress: bool | No
     """Make ``entry`` present and verified in the cache; returns its folder.
 
     Cached files are re-verified; missing or stale ones are downloaded (unless offline), each
-    checked against its sha256 before it is moved into place.  A per-entry file lock makes
+    checked against its sha256 before it is moved into place. An entry kind with a ``rebuild``
+    step (:mod:`metaprune.zoo.loaders`) then makes its model from the verified files.  A per-entry file lock makes
     concurrent pulls of one entry wait for each other instead of corrupting it.
 
     Raises:
@@ -88,7 +90,11 @@ def pull_entry(entry: Entry, *, offline: bool | None = None, progress: bool | No
     """
     try:
         with cache_lock(entry.name):
-            return _pull_files(entry, is_offline(offline), progress)
+            directory = _pull_files(entry, is_offline(offline), progress)
+            rebuild = entry_kind(entry.pattern).rebuild
+            if rebuild is not None:  # e.g. a base-relative entry: its model is made from the files + a package
+                rebuild(directory)
+            return directory
     except Timeout as error:
         raise ZooError(f"another process has held the lock on {entry.name!r} for {LOCK_TIMEOUT_S:.0f} s; "
                        f"if none is running, delete {error.lock_file}") from error

@@ -35,6 +35,7 @@ SLOWER_BECAUSE = {
                     "bring no speed-up (the mask is overhead); use a structured pattern or a sparse kernel for speed",
     "n:m": "N:M masks run dense CPU kernels (only GPUs with sparse tensor cores execute 2:4 faster)",
 }
+SLOWER_BECAUSE.update({f"relative-{pattern}": reason for pattern, reason in list(SLOWER_BECAUSE.items())})
 SLOWER_DEFAULT = ("latency was measured once, on a shared CPU; at a few milliseconds per batch, per-layer overhead "
                   "and load from other processes can outweigh the FLOPs saved, so remeasure on a quiet machine before "
                   "reading it as a slow-down of the architecture")
@@ -72,7 +73,10 @@ def _times(value: float | None) -> str:
 def _metric_rows(dense: dict[str, Any], pruned: dict[str, Any]) -> list[str]:
     formats = (("FLOPs", "flops", _millions), ("parameters", "params", _millions),
                ("test accuracy", "test_accuracy", _percent), ("val accuracy", "val_accuracy", _percent),
+               ("STS-B test Spearman x100", "test_spearman", lambda value: f"{value:.2f}"),
+               ("STS-B dev Spearman x100", "dev_spearman", lambda value: f"{value:.2f}"),
                ("latency (ms)", "latency_ms", lambda value: f"{value:.3f}"),
+               ("latency batch 32 (ms)", "latency_batch32_ms", lambda value: f"{value:.1f}"),
                ("Fréchet distance (judge features)", "fd", lambda value: f"{value:.2f}"))
     # A figure the run did not measure (e.g. latency with --no-latency) is None: its row is left out.
     return [f"| {label} | {show(dense[key])} | {show(pruned[key])} |"
@@ -90,7 +94,11 @@ def hub_license(license: str) -> dict[str, str]:
 
 def _hub_metrics(report: dict[str, Any]) -> list[dict[str, Any]]:
     pruned = report["pruned"]
-    metrics = [{"type": "accuracy", "name": "test accuracy", "value": round(float(pruned["test_accuracy"]), 4)}]
+    metrics = []
+    if pruned.get("test_accuracy") is not None:
+        metrics.append({"type": "accuracy", "name": "test accuracy", "value": round(float(pruned["test_accuracy"]), 4)})
+    if pruned.get("test_spearman") is not None:
+        metrics.append({"type": "spearmanr", "name": "test Spearman x100", "value": round(float(pruned["test_spearman"]), 2)})
     if pruned.get("fd") is not None:
         metrics.append({"type": "frechet_distance", "name": "FD of judge features", "value": round(float(pruned["fd"]), 3)})
     metrics.append({"type": "flops", "name": "FLOPs (pruned)", "value": int(pruned["flops"])})
@@ -125,10 +133,12 @@ def card_markdown(name: str, report: dict[str, Any], files: list[FileRecord], li
     budget = f"{ratio:.0%} of the dense FLOPs" if isinstance(ratio, (int, float)) else str(report["budget"])
     speedup = report.get("speedup", {})
     header = yaml.safe_dump(card_metadata(name, report, license, task), sort_keys=False, allow_unicode=True)
+    # a pretrained sentence encoder is pruned without retraining and only scored on its data set
+    source = "measured on" if report["pruned"].get("test_spearman") is not None else "trained on"
     lines = [
         "---", header.rstrip("\n"), "---", "",
         f"# {name}", "",
-        f"`{report['model']}` trained on `{report['dataset']}`, pruned with the **{report['pattern']}** pattern "
+        f"`{report['model']}` {source} `{report['dataset']}`, pruned with the **{report['pattern']}** pattern "
         f"(criterion `{report.get('criterion', '?')}`, schedule `{report.get('schedule', '?')}`) "
         f"to a budget of {budget}.", "",
         "| metric | dense | pruned |", "|---|---:|---:|",

@@ -7,9 +7,11 @@ the zoo what to do, so the zoo never branches on a pattern itself::
     kind.required_files         # ('report.json', 'config.json', 'predictor.safetensors', ...)
     pipeline = kind.load(folder)
 
-Two kinds are registered: ``model`` (a pruned ``nn.Module`` in a pruning run directory, for the
-engine's patterns ``channel``, ``head``, ``unstructured`` and ``n:m``) and ``prompt-routed``
-(a :class:`~metaprune.diffusion.pipeline.PromptRoutedPipeline`). A new kind registers itself::
+Three kinds are registered: ``model`` (a pruned ``nn.Module`` in a pruning run directory, for the
+engine's patterns ``channel``, ``head``, ``unstructured`` and ``n:m``), ``prompt-routed``
+(a :class:`~metaprune.diffusion.pipeline.PromptRoutedPipeline`) and ``base-relative`` (a pruned
+text encoder stored as its difference from a base model installed as a package, rebuilt on
+pull: :mod:`metaprune.zoo.relative`). A new kind registers itself::
 
     ENTRY_KINDS.add("my-kind", EntryKind(patterns=("my-pattern",), required_files=(...), load=my_loader))
 """
@@ -60,6 +62,8 @@ class EntryKind:
         optional_files: files published when present.
         verify_refusal: ``None`` if :func:`metaprune.zoo.verify` can re-measure the entry; else
             the reason it cannot, with ``{name}`` for the entry's name.
+        rebuild: ``rebuild(folder)``, run by ``pull`` once the files are verified, for entries
+            whose model is made from their files and something installed (None: nothing to do).
     """
 
     patterns: tuple[str, ...]
@@ -67,6 +71,7 @@ class EntryKind:
     load: Callable[[Path], Any]
     optional_files: tuple[str, ...] = ()
     verify_refusal: str | None = None
+    rebuild: Callable[[Path], Any] | None = None
 
     @property
     def verifiable(self) -> bool:
@@ -255,6 +260,19 @@ def _load_prompt_routed_pipeline(folder: Path) -> Any:
     return PromptRoutedPipeline.load(folder)
 
 
+def _load_relative_encoder(folder: Path) -> Any:
+    """A :class:`~metaprune.models.minilm.SentenceEncoder` rebuilt from its base package and the entry's delta."""
+    from metaprune.zoo.relative import load_relative
+
+    return load_relative(folder)
+
+
+def _rebuild_relative(folder: Path) -> Path:
+    from metaprune.zoo.relative import rebuild
+
+    return rebuild(folder)
+
+
 ENTRY_KINDS.add(DEFAULT_KIND, EntryKind(
     patterns=PRUNE_PATTERNS,
     required_files=(REPORT_FILE, WEIGHTS_FILE, ARCHITECTURE_FILE),
@@ -268,4 +286,12 @@ ENTRY_KINDS.add("prompt-routed", EntryKind(
     load=_load_prompt_routed_pipeline,
     verify_refusal=("{name} is a prompt-routed text-to-image entry: verify re-evaluates classifiers; "
                     "measure it with benchmarks/aptp.py"),
+))
+ENTRY_KINDS.add("base-relative", EntryKind(
+    patterns=("relative-n:m", "relative-unstructured", "relative-head-ffn"),
+    required_files=(REPORT_FILE, "relative.json", "delta.safetensors", "config.json"),
+    load=_load_relative_encoder,
+    rebuild=_rebuild_relative,
+    verify_refusal=("{name} is a sentence encoder scored on STS-B: verify re-evaluates classifiers; "
+                    "measure it with benchmarks/minilm_stsb.py"),
 ))

@@ -42,7 +42,7 @@ from metaprune.zoo.urls import location_url
 from metaprune.zoo.verify import load_test_splits
 
 INDEX_NAME = "index.json"
-_SIDE_METRICS = ("test_accuracy", "val_accuracy", "latency_ms")
+_SIDE_METRICS = ("test_accuracy", "val_accuracy", "latency_ms", "test_spearman", "dev_spearman", "latency_batch32_ms")
 CHECK_BATCH_SIZE = 256
 # One test batch is a sample of the test set: its accuracy may stray from the recorded one by sampling
 # noise. The check allows that many standard errors plus a fixed margin, so a sound run never fails it

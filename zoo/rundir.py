@@ -65,6 +65,9 @@ def check_report(report: Any, source: str) -> dict[str, Any]:
     validate(ReportFile, report, source)
     if report["pattern"] not in entry_patterns():
         raise ZooError(f"{source}: pattern {report['pattern']!r} is not one of {entry_patterns()}")
+    if entry_kind(report["pattern"]).verifiable and report["pruned"].get("test_accuracy") is None:
+        raise ZooError(f"{source}: missing required field pruned.test_accuracy (a {report['pattern']} run is "
+                       "verified by its test accuracy)")
     return report
 
 

@@ -88,9 +88,10 @@ class ReportSide(Strict):
 
     flops: NonNegativeNumber
     params: NonNegativeNumber
-    test_accuracy: Accuracy
+    test_accuracy: Accuracy | None = None  # required for kinds that `zoo verify` re-measures (see rundir)
     val_accuracy: Accuracy | None = None
     latency_ms: NonNegativeNumber | None = None
+    test_spearman: Annotated[float, Field(ge=-100, le=100)] | None = None  # x100, sentence encoders
 
 
 class ReportFile(Strict):

@@ -94,6 +94,8 @@ def prune(
     n_m: Annotated[str, typer.Option("--n-m", help="N:M pattern, e.g. 2:4.")] = "2:4",
     calibration_text: Annotated[str | None, typer.Option(help="Text models: calibration sentences, one per line "
                                                          "(default: STS-B train).")] = None,
+    distill_epochs: Annotated[int, typer.Option(help="Text models, --pattern head-ffn: epochs of embedding "
+                                                "distillation from the dense model on STS-B train (0 = off).")] = 0,
     epochs: options.Epochs = 12,
     finetune_epochs: options.FinetuneEpochs = 4,
     lr: options.Lr = None,
@@ -123,7 +125,8 @@ def prune(
     if text.is_text_task(model, data):  # a pretrained sentence encoder: its own retraining-free workflow
         text.prune_text(model=model, data=data, data_root=data_root, budget=budget, speedup=speedup, pattern=pattern,
                         criterion=criterion, n_m=n_m, calibration_text=calibration_text, seed=seed, latency=latency,
-                        threads=latency_threads, out=out, overwrite=overwrite, command=shlex.join(_invocation))
+                        threads=latency_threads, out=out, overwrite=overwrite, command=shlex.join(_invocation),
+                        distill_epochs=distill_epochs, latency_speedup=latency_speedup, round_to=round_to)
         return
     # The options are checked with light modules first: a bad one is refused before torch loads.
     from metaprune.prune.budget import Budget
@@ -176,6 +179,12 @@ def evaluate_run(
     data_root: options.DataRoot = None,
 ) -> None:
     """Re-measure a run directory's model (accuracy, FLOPs, params, latency) and compare with its report."""
+    from metaprune.cli import text
+    from metaprune.models.minilm import TEXT_RUN_FILE
+
+    if (Path(run_dir) / TEXT_RUN_FILE).is_file():  # a text encoder: STS-B Spearman instead of accuracy
+        text.evaluate_text(run_dir, data_root)
+        return
     from metaprune.data import load_dataset, make_loaders
     from metaprune.prune.report import PruneReport
     from metaprune.prune.saving import load_run

@@ -1,5 +1,5 @@
 """``metaprune profile`` (latency tables) and ``metaprune export`` (ONNX), attached by :func:`register`;
-and the latency-budget options that ``metaprune prune`` shares (:func:`latency_budget`)."""
+and the latency-budget options that ``metaprune prune`` and ``metaprune search`` share (:func:`latency_budget`)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from metaprune.errors import ConfigError
 Opt = typer.Option
 console = Console()
 
-# Latency budget options of `metaprune prune` (exactly one of the two targets).
-LatencySpeedup = Annotated[float | None, Opt(help="Measured latency speed-up >= 1 to prune to (instead of --budget).")]
-LatencyBudgetMs = Annotated[float | None, Opt("--latency-budget", help="Measured latency in ms to prune to.")]
+# Latency budget options of `metaprune prune` and `metaprune search` (exactly one of the two targets).
+LatencySpeedup = Annotated[float | None, Opt(help="Measured latency speed-up >= 1 to prune (or search) to, instead "
+                                                  "of --budget/--speedup.")]
+LatencyBudgetMs = Annotated[float | None, Opt("--latency-budget", help="Measured latency in ms to prune (or search) to.")]
 LatencyBatch = Annotated[int, Opt(help="Batch size the latency is measured at.")]
 LatencyThreads = Annotated[int, Opt(help="CPU threads the latency is measured with.")]
 LatencyRuntime = Annotated[str, Opt(help="torch (eager) or onnxruntime.")]

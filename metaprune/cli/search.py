@@ -1,4 +1,4 @@
-"""``metaprune search``: per-group keep ratios under a FLOPs budget (attached by :func:`register`)."""
+"""``metaprune search``: per-group keep ratios under a FLOPs or measured-latency budget (attached by :func:`register`)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from metaprune.cli import latency as latency_options
 from metaprune.cli import options
 
 Opt = typer.Option
@@ -20,10 +21,12 @@ def search(
     data: options.Data = "digits",
     data_root: options.DataRoot = None,
     image_size: options.ImageSize = 16,
-    method: Annotated[str, Opt(help="optuna, ray, dp, erk, uniform, lamp, global_magnitude, tas, dass (or a registered one).")]
+    method: Annotated[str, Opt(help="optuna, ray, dp, erk, uniform, lamp, global_magnitude, halp, evolution, tas, dass (or a registered one); "
+                                   "tas and dass take FLOPs budgets only.")]
     = "optuna",
-    trials: Annotated[int, Opt(help="Complete trials to run (optuna, ray); search epochs for tas and dass.")] = 50,
-    objective: Annotated[str, Opt(help="distortion (cheap) or finetune (val accuracy after a short fine-tune).")]
+    trials: Annotated[int, Opt(help="Complete trials to run (optuna, ray); generations for evolution; search epochs for tas and dass.")] = 50,
+    objective: Annotated[str, Opt(help="distortion (cheap), bn_accuracy (val accuracy after BatchNorm re-estimation, cheap) "
+                                             "or finetune (val accuracy after a short fine-tune).")]
     = "distortion",
     sampler: Annotated[str, Opt(help="tpe, cmaes or nsga2 (multi-objective: score vs FLOPs).")] = "tpe",
     out: options.Out = "runs/search",
@@ -45,16 +48,30 @@ def search(
     finetune_lr: options.FinetuneLr = None,
     progress: options.Progress = True,
     overwrite: options.Overwrite = False,
+    latency_speedup: latency_options.LatencySpeedup = None,
+    latency_budget: latency_options.LatencyBudgetMs = None,
+    latency_batch: latency_options.LatencyBatch = 1,
+    latency_threads: latency_options.LatencyThreads = 1,
+    latency_runtime: latency_options.LatencyRuntime = "torch",
+    latency_table: latency_options.LatencyTable = None,
+    latency_statistic: latency_options.Statistic = "median",
 ) -> None:
-    """Search per-layer keep ratios under a FLOPs budget; writes best_plan.json, trials.csv, pareto.png."""
+    """Search per-layer keep ratios under a FLOPs budget (or a measured latency: --latency-speedup,
+    --latency-budget); writes best_plan.json, trials.csv, pareto.png."""
     from metaprune import logs
     from metaprune.cli import command_line
+    from metaprune.errors import ConfigError
     from metaprune.prune.budget import Budget
     from metaprune.prune.spec import PruningSpec
 
     # The options are checked with light modules first: a bad one is refused before torch loads.
     training, finetune = options.training_specs(epochs, finetune_epochs, lr, finetune_lr, optimizer, batch_size)
-    flops_budget = Budget.from_options(budget, speedup)
+    target = latency_options.latency_budget(latency_speedup, latency_budget, batch=latency_batch,
+                                            threads=latency_threads, runtime=latency_runtime, table=latency_table,
+                                            statistic=latency_statistic)
+    if target is not None and (budget is not None or speedup is not None):
+        raise ConfigError("give one budget: FLOPs (--budget/--speedup) or latency (--latency-speedup/--latency-budget)")
+    flops_budget = Budget.from_options(budget, speedup) if target is None else None
     task = options.task_spec(model, width, data, data_root, image_size, seed)
     pruning = PruningSpec(min_keep=min_keep)
     from metaprune.workflows.search import SearchOptions, run_search, score_meaning
@@ -63,15 +80,18 @@ def search(
         budget=flops_budget, method=method, task=task, training=training,
         finetune=finetune, pruning=pruning, trials=trials, objective=objective,
         sampler=sampler, out=out, study=study, storage=storage, workers=workers, address=address, weights=weights,
-        prune=prune, progress=progress, overwrite=overwrite,
+        prune=prune, progress=progress, overwrite=overwrite, latency_budget=target,
     )
     with logs.run_log(out, header=command_line()):
         result, pruned = run_search(job)
     console = Console()
     complete = sum(trial.state == "COMPLETE" for trial in result.trials)
+    measured = "" if result.latency is None else (
+        f", measured latency {result.latency['measured_ms']:.3g} ms = {result.latency['measured_speedup']:.2f}x "
+        f"speed-up (predicted {result.latency['predicted_ms']:.3g} ms; asked {result.latency['request']})")
     console.print(f"{result.method}: {complete} complete trials, best score {result.best_score:.4g} "
                   f"({score_meaning(result.method, objective)}; higher is better) at FLOPs ratio "
-                  f"{result.best_plan.flops_ratio:.4f}; wrote {out}/{{best_plan.json, trials.csv, pareto.png}}")
+                  f"{result.best_plan.flops_ratio:.4f}{measured}; wrote {out}/{{best_plan.json, trials.csv, pareto.png}}")
     if pruned is not None:
         report = pruned.report
         console.print(f"pruned: test accuracy {report.pruned.test_accuracy:.4f} (dense {report.dense.test_accuracy:.4f}),"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -53,9 +53,17 @@ def list_command(task: Annotated[str | None, typer.Option(help="Only entries of 
 
     with one_line_errors():
         entries = list_entries(task=task, pattern=pattern, index=index)
-    rows = [(e.name, e.task, e.pattern, f"{e.flops['pruned'] / max(e.flops['dense'], 1):.0%}",
-             f"{100 * e.metrics['pruned'].get('test_accuracy', float('nan')):.2f}") for e in entries]
-    _echo_rows(rows, ("name", "task", "pattern", "flops", "test_acc"))
+    rows = [(e.name, e.task, e.pattern, f"{e.flops['pruned'] / max(e.flops['dense'], 1):.0%}", _test_metric(e))
+            for e in entries]
+    _echo_rows(rows, ("name", "task", "pattern", "flops", "test"))
+
+
+def _test_metric(entry: Any) -> str:
+    """The pruned model's test accuracy (%), or ``spearman=81.78`` (x100) for a sentence encoder."""
+    pruned = entry.metrics["pruned"]
+    if "test_spearman" in pruned and "test_accuracy" not in pruned:
+        return f"spearman={pruned['test_spearman']:.2f}"
+    return f"{100 * pruned.get('test_accuracy', float('nan')):.2f}"
 
 
 @app.command("info")

@@ -166,4 +166,41 @@ def load_encoder(folder: str | Path, max_length: int = MAX_LENGTH) -> SentenceEn
         raise WeightsError(f"weights in {folder} do not fit its config: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}")
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    return SentenceEncoder(model.eval(), tokenizer, max_length)
+    positions = getattr(config, "max_position_embeddings", max_length)  # never longer than the position table
+    return SentenceEncoder(model.eval(), tokenizer, min(max_length, positions))
+
+
+#: Output names of an exported text encoder (:class:`ExportableEncoder`).
+EXPORT_OUTPUTS = ("last_hidden_state", "sentence_embedding")
+#: Sentences of the export examples (varied lengths, so that a padded batch has masked tokens).
+EXAMPLE_SENTENCES = ("A man is playing a guitar on the stage tonight.", "Two dogs run.",
+                     "A woman is slicing an onion in the kitchen while a child watches.")
+
+
+class ExportableEncoder(nn.Module):
+    """A :class:`SentenceEncoder`'s model as a plain module for ONNX export and runtime timing:
+    ``forward(**tokens) -> (last_hidden_state, sentence_embedding)`` over the tokenizer's inputs."""
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        super().__init__()
+        self.model = encoder.model
+        self.encoder = encoder
+        names = getattr(encoder.tokenizer, "model_input_names", None) or ["input_ids", "attention_mask"]
+        self.input_names = [name for name in ("input_ids", "attention_mask", "token_type_ids") if name in names]
+
+    def example_inputs(self, batch: int, length: int | None) -> dict[str, torch.Tensor]:
+        """Tokenized example sentences: ``batch`` x ``length`` tokens (padded or truncated), or with
+        ``length`` None, padded to the longest (so with masked positions)."""
+        sentences = [EXAMPLE_SENTENCES[i % len(EXAMPLE_SENTENCES)] for i in range(batch)]
+        if length is None:
+            tokens = self.encoder.tokenize(sentences)
+        else:
+            tokens = dict(self.encoder.tokenizer(sentences, padding="max_length", truncation=True, max_length=length,
+                                                 return_tensors="pt"))
+        return {name: tokens[name] for name in self.input_names}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        states = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        return states, mean_pool(states, attention_mask)

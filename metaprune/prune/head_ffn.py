@@ -32,6 +32,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -39,6 +40,9 @@ from torch import nn
 from metaprune.errors import ConfigError, ModelError, PruneError
 from metaprune.prune.heads import separate_projections
 from metaprune.registry import Registry
+
+if TYPE_CHECKING:
+    from metaprune.prune.head_ffn_timing import UnitTimes
 
 
 @dataclass
@@ -255,12 +259,16 @@ def _top_mask(scores: torch.Tensor, keep: int) -> torch.Tensor:
 
 def search_masks(
     head_scores: Sequence[torch.Tensor], neuron_scores: Sequence[torch.Tensor], costs: UnitCosts, max_flops: float,
+    times: UnitTimes | None = None, max_time: float | None = None,
 ) -> StructureMasks:
-    """Keep the heads and neurons of highest score with total FLOPs at most ``max_flops``.
+    """Keep the heads and neurons of highest score with total FLOPs at most ``max_flops`` (and, with
+    ``times``, a predicted time of at most ``max_time``: :mod:`metaprune.prune.head_ffn_timing`).
 
     For every total count of kept heads (at least the best head of each layer), the remaining
     budget takes the best neurons; the combination with the highest kept score wins.
     """
+    if (times is None) != (max_time is None):
+        raise ConfigError("a time limit needs both the unit times and the maximum time")
     layers = len(head_scores)
     forced = [int(torch.argmax(scores)) for scores in head_scores]
     # every layer keeps its best head: those go first, then the other heads by score
@@ -278,12 +286,18 @@ def search_masks(
         if room < 0:
             break
         neurons = min(int(room // costs.neuron), len(neuron_all))
+        if times is not None and max_time is not None:
+            time_room = max_time - times.time(heads, 0)
+            if time_room < 0:
+                break
+            neurons = min(neurons, int(time_room // times.neuron))
         kept = float(head_cumulative[heads - 1] + neuron_cumulative[neurons])
         if best is None or kept > best:
             best, best_count = kept, (heads, neurons)
     if best_count is None:
         raise PruneError(f"a FLOPs budget of {max_flops:,.0f} cannot keep one head per layer "
-                         f"({costs.flops(layers, 0):,} FLOPs): raise the budget")
+                         f"({costs.flops(layers, 0):,} FLOPs)" + ("" if times is None else " within the time limit")
+                         + ": raise the budget")
     heads, neurons = best_count
     head_keep = torch.zeros(len(head_values))
     head_keep[head_order[:heads]] = 1.0
@@ -291,6 +305,42 @@ def search_masks(
     neuron_keep[neuron_order[:neurons]] = 1.0
     return StructureMasks(list(head_keep.split([len(s) for s in head_scores])),
                           list(neuron_keep.split([len(s) for s in neuron_scores])))
+
+
+def round_neurons(masks: StructureMasks, neuron_scores: Sequence[torch.Tensor], multiple: int, costs: UnitCosts,
+                  max_flops: float, times: UnitTimes | None = None, max_time: float | None = None) -> StructureMasks:
+    """Kept neurons of every layer rounded to a multiple of ``multiple`` (matrix sizes CPU kernels run
+    at full speed): each layer first drops to its multiple below (at least one multiple), then the
+    budget left goes, ``multiple`` neurons at a time, to the layer whose next neurons score highest,
+    within ``max_flops`` (and ``max_time``). Heads are kept as they are."""
+    if multiple < 1:
+        raise ConfigError(f"--round-to must be >= 1, got {multiple}")
+    if multiple == 1:
+        return masks.clone()
+    heads = sum(masks.kept()[0])
+    order = [torch.argsort(scores.double(), descending=True) for scores in neuron_scores]
+    counts = [min(len(scores), max(multiple, k - k % multiple)) for k, scores in zip(masks.kept()[1], neuron_scores)]
+
+    def fits(total: int) -> bool:
+        within = costs.flops(heads, total) <= max_flops
+        return within and (times is None or max_time is None or times.time(heads, total) <= max_time)
+
+    while True:
+        total = sum(counts)
+        if not fits(total + multiple):
+            break
+        gains = [float(scores.double()[rank[c:c + multiple]].sum()) if c + multiple <= len(scores) else -torch.inf
+                 for scores, rank, c in zip(neuron_scores, order, counts)]
+        best = max(range(len(gains)), key=gains.__getitem__)
+        if gains[best] == -torch.inf:
+            break
+        counts[best] += multiple
+    neurons = []
+    for scores, rank, count in zip(neuron_scores, order, counts):
+        mask = torch.zeros(len(scores))
+        mask[rank[:count]] = 1.0
+        neurons.append(mask)
+    return StructureMasks([m.detach().clone() for m in masks.heads], neurons)
 
 
 def uniform_masks(head_scores: Sequence[torch.Tensor], neuron_scores: Sequence[torch.Tensor], costs: UnitCosts,

@@ -5,6 +5,12 @@ Pareto front when the trials trade one for the other, else score by trial) to th
 ``dense.safetensors`` so that a resumed search reuses them. With ``prune`` the best plan
 goes through :func:`~metaprune.workflows.prune.run_prune` as a recipe, which writes the same
 files as ``metaprune prune``.
+
+With a latency budget (``latency_budget``: ``--latency-speedup S`` / ``--latency-budget MS``) the
+latency table is loaded (or measured) and the target checked against the smallest network before
+the dense model trains; the space's cost is then the table's predicted latency, every method that
+goes through the space honours it, and the job ends by measuring the best plan's network against
+the dense one (:func:`~metaprune.latency.budget.check_latency_met`, ±7%) or fails in one line.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from torch import nn
 
 from metaprune.data import DataSplits, calibration_batch
 from metaprune.errors import ConfigError
+from metaprune.latency.budget import LatencyBudget, LatencySetup, check_latency_met, prepare_latency_budget
 from metaprune.prune.budget import Budget
 from metaprune.prune.spec import PruningSpec
 from metaprune.rundir import (
@@ -33,6 +40,7 @@ from metaprune.rundir import (
 from metaprune.search.methods import (
     SearchContext,
     SearchResult,
+    check_latency_method,
     check_search_met,
     check_search_options,
     designs_new_network,
@@ -55,10 +63,11 @@ class SearchOptions:
     ``task``, ``training``, ``finetune`` and ``pruning`` mean what they mean for
     :class:`~metaprune.workflows.prune.PruneOptions` (``pruning.min_keep`` is the per-group floor
     of the search space); the rest are the search's own options (``calibration_size``: images
-    that score the search space's points).
+    that score the search space's points). Exactly one of ``budget`` (FLOPs) and ``latency_budget``
+    (measured latency, :class:`~metaprune.latency.budget.LatencyBudget`) is given.
     """
 
-    budget: Budget
+    budget: Budget | None
     method: str = "optuna"
     task: TaskSpec = field(default_factory=TaskSpec)
     training: TrainingSpec = field(default_factory=TrainingSpec.dense)
@@ -77,9 +86,15 @@ class SearchOptions:
     prune: bool = False
     progress: bool = True
     overwrite: bool = False
+    latency_budget: LatencyBudget | None = None
 
     def __post_init__(self) -> None:
         """Check every option before any data is loaded or any model trained."""
+        if (self.budget is None) == (self.latency_budget is None):
+            raise ConfigError("give exactly one budget: FLOPs (--budget/--speedup) or latency "
+                              "(--latency-speedup/--latency-budget)")
+        if self.latency_budget is not None:
+            check_latency_method(self.method)
         if designs_new_network(self.method):
             for flag, given in (("--prune", self.prune), ("--weights", self.weights)):
                 if given:
@@ -95,8 +110,9 @@ class SearchOptions:
 
     def prune_options(self, **changes: Any) -> PruneOptions:
         """The matching :class:`PruneOptions` (dense training, and pruning the best plan into the search's folder)."""
-        return PruneOptions(budget=self.budget, task=self.task, training=self.training, finetune=self.finetune,
-                            pruning=self.pruning, into_existing=True, **changes)
+        settings = {"budget": self.budget, "task": self.task, "training": self.training, "finetune": self.finetune,
+                    "pruning": self.pruning, "into_existing": True}
+        return PruneOptions(**{**settings, **changes})
 
 
 #: Files that mark a folder as a search's: a rerun with the same --out resumes it.
@@ -168,18 +184,21 @@ def score_meaning(method: str, objective: str) -> str:
         return "val accuracy of the trained network"
     if objective == "finetune":
         return "val accuracy after a short fine-tune"
+    if objective == "bn_accuracy":
+        return "val accuracy after BatchNorm re-estimation, no fine-tune"
     return "negative output distortion: -mean squared logit error vs dense, 0 = dense"
 
 
-def write_trials(result: SearchResult, path: Path, names: list[str]) -> None:
-    """One row per trial: number, state, source, score, FLOPs ratio, the keep ratio of every group, and
-    for an Optuna study its own columns (start, end, duration, raw parameters) from ``trials_dataframe()``."""
+def write_trials(result: SearchResult, path: Path, names: list[str], cost_column: str = "flops_ratio") -> None:
+    """One row per trial: number, state, source, score, FLOPs ratio (``latency_ratio``, the predicted one, for a
+    latency search), the keep ratio of every group, and for an Optuna study its own columns (start, end,
+    duration, raw parameters) from ``trials_dataframe()``."""
     import pandas as pd
 
     frame = pd.DataFrame(
         [[trial.number, trial.state, trial.source, trial.score, trial.flops_ratio, *trial.keep_ratios]
          for trial in result.trials],
-        columns=["number", "state", "source", "score", "flops_ratio", *names])
+        columns=["number", "state", "source", "score", cost_column, *names])
     if result.study is not None:
         optuna_columns = result.study.trials_dataframe(attrs=("number", "datetime_start", "datetime_complete",
                                                                "duration", "params"))
@@ -197,7 +216,7 @@ def pareto_steps(result: SearchResult, budget: Budget) -> list | None:
     return front if spread > 2 * TOLERANCE * budget.flops_ratio else None
 
 
-def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path) -> None:
+def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path, cost: str = "FLOPs") -> None:
     """The search at a glance: score against FLOPs ratio with the Pareto front as steps when the
     trials trade FLOPs for score (NSGA-II); else, every trial sitting at the budget, score by trial
     number with the best so far. Accuracies are drawn in percent."""
@@ -217,7 +236,7 @@ def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path
         axes.step([t.flops_ratio for t in front], [scale * t.score for t in front], where="post", color="C3",
                   marker="o", markersize=4, label="Pareto front (non-dominated)")
         axes.axvline(budget.flops_ratio, color="k", linestyle="--", linewidth=1, label=f"budget {budget.flops_ratio:.3g}")
-        axes.set_xlabel("FLOPs ratio (pruned / dense FLOPs)", fontsize=11)
+        axes.set_xlabel(f"{cost} ratio (pruned / dense {cost})", fontsize=11)
     else:
         order = sorted(done, key=lambda trial: trial.number)
         best, running = [], -float("inf")
@@ -234,7 +253,7 @@ def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path
         flops = [t.flops_ratio for t in done]
         if flops:
             shown = f"{min(flops):.3f}" if f"{min(flops):.3f}" == f"{max(flops):.3f}" else f"{min(flops):.3f}-{max(flops):.3f}"
-            axes.set_title(f"{'every trial' if len(done) > 1 else 'the trial'} at FLOPs ratio {shown} "
+            axes.set_title(f"{'every trial' if len(done) > 1 else 'the trial'} at {cost} ratio {shown} "
                            f"(budget {budget.flops_ratio:.3g}): no trade-off to draw", fontsize=10)
     axes.set_ylabel(label.replace(": ", ":\n") + (" (%)" if scale != 1.0 else ""), fontsize=11)
     axes.tick_params(labelsize=10)
@@ -245,13 +264,42 @@ def plot_pareto(result: SearchResult, budget: Budget, objective: str, path: Path
     plt.close(figure)
 
 
+def prepare_latency(options: SearchOptions, splits: DataSplits, dense: nn.Module | None) -> LatencySetup:
+    """The latency table and target of a latency-budget search, on the dense architecture (untrained if not yet
+    trained: latency does not depend on the weights), so that a bad target fails before any training."""
+    task = options.task
+    architecture = dense if dense is not None else task.build_model(splits)
+    example_input = splits.test[0][0].unsqueeze(0)
+    setup = prepare_latency_budget(options.latency_budget, architecture, example_input, min_keep=options.pruning.min_keep)
+    log.info("latency budget: %s = %.3g ms of a measured dense %.3g ms (table %s)", options.latency_budget.describe(),
+             setup.target_ms, setup.dense_ms, setup.table_path)
+    return setup
+
+
+def check_plan_latency(setup: LatencySetup, dense: nn.Module, plan: Any, example_input: Any) -> dict[str, Any]:
+    """Measure the network of ``plan`` against ``dense`` (interleaved, median of 3); PruneError unless within ±7%
+    of the latency request. The channels chosen do not change the latency, the widths do: the network is the
+    plan applied to a copy of ``dense``."""
+    import copy
+
+    from metaprune.prune.criteria import get_criterion
+    from metaprune.prune.structured import apply_plan
+
+    pruned = copy.deepcopy(dense).eval()
+    apply_plan(pruned, example_input, plan, get_criterion("group_l2"))
+    return check_latency_met(setup, dense, pruned.eval(), example_input)
+
+
 def run_search(options: SearchOptions, splits: DataSplits | None = None,
                dense: nn.Module | None = None) -> tuple[SearchResult, PruneResult | None]:
-    """Search per-group keep ratios under ``options.budget``; optionally prune and fine-tune the best plan."""
+    """Search per-group keep ratios under ``options.budget`` (or ``options.latency_budget``); optionally prune and
+    fine-tune the best plan."""
     method = get_method(options.method)
     task = options.task
     run_dir = Path(options.out) if options.out else None
     splits = splits or task.load_splits()
+    latency = prepare_latency(options, splits, dense) if options.latency_budget is not None else None
+    budget = options.budget if latency is None else Budget.from_ratio(latency.ratio)
     if designs_new_network(options.method):  # e.g. DASS: a dense model would be trained for nothing
         dense = None
     elif dense is None:
@@ -260,24 +308,41 @@ def run_search(options: SearchOptions, splits: DataSplits | None = None,
         run_dir.mkdir(parents=True, exist_ok=True)
     example_input = splits.test[0][0].unsqueeze(0)
     calibration = calibration_batch(splits, n=options.calibration_size, seed=task.seed)
-    setup = SearchSetup(dense, example_input, options.budget, calibration, options.objective, splits,
-                        options.pruning.min_keep, seed=task.seed)
+    setup = SearchSetup(dense, example_input, budget, calibration, options.objective, splits,
+                        options.pruning.min_keep, seed=task.seed, latency_table=latency.table if latency else None)
     context = SearchContext.from_setup(setup, trials=options.trials, sampler=options.sampler, seed=task.seed,
                                        run_dir=run_dir, study=options.study, storage=options.storage,
                                        workers=options.workers, address=options.address, progress=options.progress)
-    log.info("searching: %s, %d trials, FLOPs ratio %.3g", options.method, options.trials, options.budget.flops_ratio)
+    cost = "FLOPs" if latency is None else "predicted latency"
+    log.info("searching: %s, %d trials, %s ratio %.3g", options.method, options.trials, cost, budget.flops_ratio)
     result = method(context)
-    check_search_met(result, options.budget.flops_ratio)
-    log.info("done: best score %.4g at FLOPs ratio %.4f%s", result.best_score, result.best_plan.flops_ratio or 0.0,
+    summary: dict[str, Any] = {"method": result.method, "best_score": result.best_score, "trials": len(result.trials)}
+    if latency is None:
+        check_search_met(result, budget.flops_ratio)
+    else:
+        space = context.space
+        achieved = space.flops_ratio(space.ratios_of_plan(result.best_plan))
+        check_search_met(result, budget.flops_ratio, achieved, unit="predicted latency ratio")
+        # the promise is the clock: the best plan's network is measured before anything is written
+        summary["latency"] = check_plan_latency(latency, dense, result.best_plan, example_input)
+        summary["latency"]["predicted_latency_ratio"] = achieved
+        summary["latency"]["flops_ratio"] = result.best_plan.flops_ratio
+    log.info("done: best score %.4g at FLOPs ratio %.4f%s%s", result.best_score, result.best_plan.flops_ratio or 0.0,
+             "" if latency is None else f", measured latency speed-up {summary['latency']['measured_speedup']:.3f}x",
              f"; wrote {run_dir}" if run_dir else "")
     if run_dir:
         result.best_plan.save(run_dir / BEST_PLAN_FILE)
-        write_trials(result, run_dir / TRIALS_FILE, context.space.names if context.space else [])
-        plot_pareto(result, options.budget, options.objective, run_dir / PARETO_PLOT_FILE)
-        write_json(run_dir / SEARCH_SUMMARY_FILE, {"method": result.method, "best_score": result.best_score,
-                                                   "trials": len(result.trials)})
+        write_trials(result, run_dir / TRIALS_FILE, context.space.names if context.space else [],
+                     "flops_ratio" if latency is None else "latency_ratio")
+        plot_pareto(result, budget, options.objective, run_dir / PARETO_PLOT_FILE, cost)
+        write_json(run_dir / SEARCH_SUMMARY_FILE, summary)
+    result.latency = summary.get("latency")
     pruned = None
     if options.prune:
-        pruned = run_prune(options.prune_options(recipe=result.best_plan, out=options.out), splits=splits,
+        changes: dict[str, Any] = {}
+        if latency is not None:  # the plan is re-applied as is: its promise is its own FLOPs, its latency was measured
+            changes = {"budget": Budget.from_ratio(result.best_plan.flops_ratio),
+                       "extra": {"latency": summary["latency"], "latency_request": options.latency_budget.describe()}}
+        pruned = run_prune(options.prune_options(recipe=result.best_plan, out=options.out, **changes), splits=splits,
                            dense_model=dense, progress=options.progress)
     return result, pruned

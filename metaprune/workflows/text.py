@@ -26,14 +26,25 @@ from typing import Any
 
 import torch
 
-from metaprune.data.stsb import TEXT_DATASETS, StsSplits, read_calibration_text, sts_spearman
+from metaprune.data.stsb import TEXT_DATASETS, StsSplit, StsSplits, read_calibration_text, sts_spearman
 from metaprune.errors import ConfigError, PruneError
 from metaprune.flops import count_flops, count_nonzero_params, count_params, effective_flops, measure_latency
 from metaprune.models.minilm import TEXT_MODELS, TEXT_RUN_FILE, SentenceEncoder, save_encoder
 from metaprune.prune import head_ffn, sparsegpt, wanda  # noqa: F401  (importing registers the methods)
 from metaprune.prune.budget import Budget
+from metaprune.prune.embedding_distill import DistillOptions, distill_embeddings
+from metaprune.prune.head_ffn_timing import measure_unit_times
 from metaprune.prune.head_ffn_tuning import remove_structure, tune_masks
-from metaprune.prune.layerwise import LAYERWISE_METHODS, SparsityTarget, prune_blocks, report_rows
+from metaprune.prune.layerwise import (
+    LAYERWISE_METHODS,
+    LayerwiseOptions,
+    SparsityTarget,
+    options_record,
+    prune_blocks,
+    reached_sparsity,
+    recommended_options,
+    report_rows,
+)
 from metaprune.prune.report import ModelFigures, PruneReport
 from metaprune.rundir import REPORT_FILE, check_out_dir, staged_files, write_json
 from metaprune.version import __version__
@@ -64,6 +75,16 @@ class TextPruneOptions:
         calibration_text: a plain-text file, one calibration sentence per line (default: STS-B train).
         calibration_size: calibration sentences (and Fisher pairs) used.
         fisher_loss: ``sts`` or ``embedding`` (default: ``sts`` with STS-B train pairs, ``embedding`` with text).
+        latency_speedup: head-ffn with fisher-mask: also keep the layers' predicted CPU time (unit times
+            measured on this machine, :mod:`metaprune.prune.head_ffn_timing`) at most dense / this.
+        round_to: head-ffn with fisher-mask: kept FFN neurons per layer rounded to a multiple of this.
+        selection_pairs: dev pairs (a seeded sample) on which fisher-mask decides whether to keep the
+            least-squares tuning (None: all of dev); the reported dev and test figures use every pair.
+        distill_epochs: head-ffn only: epochs of embedding distillation from the dense model on STS-B
+            train sentences after pruning (0 = off; :mod:`metaprune.prune.embedding_distill`), the best
+            epoch by dev Spearman kept; ``distill_lr``, ``distill_sentences`` (None = all) tune it.
+        layerwise: mask patterns: allocation across blocks (uniform, owl), dense targets, bias correction
+            (:class:`~metaprune.prune.layerwise.LayerwiseOptions`; None: the criterion's recommended ones).
         latency: measure CPU latency (batch 1 and 32, sequence 128) with ``threads`` threads.
         out, overwrite: the run directory; command: the reproducing command.
     """
@@ -78,6 +99,13 @@ class TextPruneOptions:
     calibration_text: str | None = None
     calibration_size: int = 256
     fisher_loss: str | None = None
+    latency_speedup: float | None = None
+    round_to: int = 1
+    selection_pairs: int | None = 500
+    distill_epochs: int = 0
+    distill_lr: float = 1e-4
+    distill_sentences: int | None = None
+    layerwise: LayerwiseOptions | None = None
     seed: int = 0
     latency: bool = True
     threads: int = 1
@@ -104,8 +132,27 @@ class TextPruneOptions:
             raise ConfigError(f"calibration size must be positive, got {self.calibration_size}")
         if self.fisher_loss is not None:
             head_ffn.FISHER_LOSSES.get(self.fisher_loss)
+        if self.latency_speedup is not None and (self.pattern != "head-ffn" or self.criterion != "fisher-mask"
+                                                 or not self.latency_speedup >= 1.0):
+            raise ConfigError(f"--latency-speedup for a text model applies to --pattern head-ffn --criterion "
+                              f"fisher-mask with a value >= 1, got {self.latency_speedup} with --pattern "
+                              f"{self.pattern} --criterion {self.criterion}")
+        if self.round_to < 1 or (self.round_to > 1 and self.criterion != "fisher-mask"):
+            raise ConfigError(f"--round-to must be >= 1 and applies to --criterion fisher-mask, got {self.round_to} "
+                              f"with --criterion {self.criterion}")
+        if self.selection_pairs is not None and self.selection_pairs < 2:
+            raise ConfigError(f"selection needs at least 2 dev pairs, got {self.selection_pairs}")
+        self.distill_options()  # validates the distillation settings
+        if self.distill_epochs and self.pattern != "head-ffn":
+            raise ConfigError(f"--distill-epochs applies to --pattern head-ffn only (training would refill the "
+                              f"zeros of --pattern {self.pattern})")
         if self.out is not None:
             check_out_dir(self.out, overwrite=self.overwrite)
+
+    def distill_options(self) -> DistillOptions:
+        """The embedding-distillation settings of this run."""
+        return DistillOptions(epochs=self.distill_epochs, lr=self.distill_lr, max_sentences=self.distill_sentences,
+                              seed=self.seed)
 
     def target(self) -> SparsityTarget | None:
         """The per-layer mask target of a mask pattern (None for head-ffn)."""
@@ -165,26 +212,74 @@ def prune_head_ffn(encoder: SentenceEncoder, options: TextPruneOptions, splits: 
     costs = head_ffn.UnitCosts.of(layers, SEQUENCE_LENGTH, dense_flops)
     max_flops = options.budget.flops_ratio * dense_flops  # type: ignore[union-attr]
     details: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[name] = now - clock
+        clock = now
+
+    times, max_time = None, None
     if options.criterion == "magnitude":
         masks = head_ffn.uniform_masks(*head_ffn.magnitude_scores(layers), costs, max_flops)
     else:
         loss, batches = fisher_batches(encoder, options, splits, sentences)
         gradients = head_ffn.mask_gradients(model, layers, batches, encoder.forward, loss)
-        masks = head_ffn.search_masks(*gradients.importance(), costs, max_flops)
+        lap("fisher")
+        if options.latency_speedup is not None:
+            times = measure_unit_times(model, layers)
+            max_time = times.time(sum(p.heads for p in layers),
+                                  sum(p.intermediate.out_features for p in layers)) / options.latency_speedup
+            details["unit_times"] = times.to_dict()
+        importance = gradients.importance()
+        masks = head_ffn.search_masks(*importance, costs, max_flops, times, max_time)
+        masks = head_ffn.round_neurons(masks, importance[1], options.round_to, costs, max_flops, times, max_time)
         rearranged = head_ffn.rearrange_masks(masks, gradients)
+        lap("search_and_rearrange")
         tuned = tune_masks(model, copy.deepcopy(model), rearranged, tokenized_batches(encoder, sentences))
+        lap("tuning")
         # least-squares tuning reconstructs hidden states, not the STS ranking: keep it only if dev says so
+        selection = dev_sample(splits.dev, options.selection_pairs, options.seed)
         scores = {}
         for stage, candidate in (("rearranged", rearranged), ("tuned", tuned)):
             with head_ffn.applied_masks(layers, candidate):
-                scores[stage] = sts_spearman(encoder.encode, splits.dev)
+                scores[stage] = sts_spearman(encoder.encode, selection)
+        lap("selection")
         masks = tuned if scores["tuned"] >= scores["rearranged"] else rearranged
-        details.update(fisher_loss=loss, dev_spearman_by_stage=scores, tuned=masks is tuned)
+        details.update(fisher_loss=loss, dev_spearman_by_stage=scores, selection_pairs=len(selection),
+                       tuned=masks is tuned, stage_seconds=seconds)
     heads, neurons = masks.kept()
     details.update(heads_per_layer=heads, neurons_per_layer=neurons,
                    predicted_flops_ratio=costs.flops(sum(heads), sum(neurons)) / dense_flops)
+    if times is not None and max_time is not None:
+        details["predicted_time_speedup"] = max_time * options.latency_speedup / times.time(sum(heads), sum(neurons))
     remove_structure(model, masks)
     return details
+
+
+def dev_sample(dev: StsSplit, pairs: int | None, seed: int) -> StsSplit:
+    """``pairs`` dev pairs drawn with ``seed`` (all of dev when ``pairs`` is None or not smaller)."""
+    if pairs is None or pairs >= len(dev):
+        return dev
+    chosen = sorted(random.Random(seed).sample(range(len(dev)), pairs))
+    return StsSplit(tuple(dev.first[i] for i in chosen), tuple(dev.second[i] for i in chosen),
+                    tuple(dev.scores[i] for i in chosen))
+
+
+def distill_run(encoder: SentenceEncoder, dense: SentenceEncoder, options: TextPruneOptions,
+                splits: StsSplits) -> dict[str, Any]:
+    """Embedding distillation of the pruned ``encoder`` from ``dense`` on STS-B train sentences, the best
+    epoch (or none) by dev Spearman kept; returns the report's ``distill`` entry (with the retraining-free
+    dev and test Spearman ``before`` it)."""
+    before = {"dev_spearman": sts_spearman(encoder.encode, splits.dev),
+              "test_spearman": sts_spearman(encoder.encode, splits.test)}
+    result = distill_embeddings(encoder, dense, splits.train.sentences(), options.distill_options(),
+                                select=lambda: sts_spearman(encoder.encode, splits.dev),
+                                initial_score=before["dev_spearman"])
+    return {**result.to_dict(), "lr": options.distill_lr, "loss": "cosine distance of normalised embeddings",
+            "before": before}
 
 
 def measure_encoder(encoder: SentenceEncoder, splits: StsSplits, masked: bool, latency: bool,
@@ -224,19 +319,24 @@ def run_text_prune(options: TextPruneOptions,
         dense_measures = measure_encoder(dense, splits, masked=False, latency=options.latency,
                                          threads=options.threads)
     dense_figures, dense_extra = copy.deepcopy(dense_measures)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     target = options.target()
     details: dict[str, Any] = {}
     if target is not None:
+        mask_options = options.layerwise or recommended_options(options.criterion)
         layer_reports = prune_blocks(encoder.model, encoder.model.encoder.layer, tokenized_batches(encoder, sentences),
-                                     options.criterion, target, prefix="encoder.layer.")
-        details["per_layer"] = report_rows(layer_reports)
+                                     options.criterion, target, prefix="encoder.layer.", options=mask_options)
+        details.update(per_layer=report_rows(layer_reports), layerwise=options_record(mask_options),
+                       reached_sparsity=reached_sparsity(layer_reports))
         keep = {row["name"]: 1.0 - row["sparsity"] for row in details["per_layer"]}
     else:
         details.update(prune_head_ffn(encoder, options, splits, sentences, dense_figures.flops))
         keep = {f"encoder.layer.{i}": n / encoder.model.config.intermediate_size
                 for i, n in enumerate(details["neurons_per_layer"])}
     prune_seconds = time.perf_counter() - start
+    details["prune_cpu_s"] = time.process_time() - cpu_start  # what a busy machine's wall clock hides
+    if options.distill_epochs:  # reported apart from the retraining-free pruning time
+        details["distill"] = distill_run(encoder, dense, options, splits)
     figures, extra = measure_encoder(encoder, splits, masked=target is not None, latency=options.latency,
                                      threads=options.threads)
     report = PruneReport(
@@ -261,16 +361,46 @@ def run_text_prune(options: TextPruneOptions,
 
 
 def check_text_budget(report: PruneReport, target: SparsityTarget | None) -> None:
-    """PruneError unless the run kept its promise: the mask density of every layer, or the FLOPs budget
-    within 2 % (head-ffn's search never exceeds it; a unit costs well under 2 % of the FLOPs)."""
+    """PruneError unless the run kept its promise: the N:M density of every layer, the overall sparsity of the
+    encoder's Linears within 0.5 points (an allocation may spread it unevenly), or the FLOPs budget within 2 %
+    (head-ffn's search never exceeds it; a unit costs well under 2 % of the FLOPs)."""
     if target is not None:
         rows = report.extra["per_layer"]
-        off = [row["name"] for row in rows if abs(row["sparsity"] - target.fraction) > 0.01]
-        if off:
-            raise PruneError(f"layers {off[:3]} miss the {target.label()} sparsity")
+        if target.n_m is not None:
+            off = [row["name"] for row in rows if abs(row["sparsity"] - target.fraction) > 0.01]
+            if off:
+                raise PruneError(f"layers {off[:3]} miss the {target.label()} sparsity")
+        elif abs(report.extra["reached_sparsity"] - target.fraction) > 0.005:  # blocks may differ (allocation)
+            raise PruneError(f"the encoder's Linears are {report.extra['reached_sparsity']:.2%} sparse for a "
+                             f"{target.label()} target")
         return
     achieved = report.pruned.flops / report.dense.flops
     promised = report.budget["flops_ratio"]
     if achieved > promised * 1.02:
         raise PruneError(f"the pruned encoder keeps {achieved:.4f} of the FLOPs for a budget of {promised:.4f}")
 
+
+
+def is_text_run(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds a text-encoder run (written by :func:`run_text_prune`)."""
+    return (Path(run_dir) / TEXT_RUN_FILE).is_file()
+
+
+def evaluate_text_run(run_dir: str | Path, data_root: str | None, latency: bool = True,
+                      threads: int = 1) -> tuple[PruneReport, ModelFigures, dict[str, Any]]:
+    """Re-measure a text run's encoder: the saved report, and the measured figures and STS-B dev/test
+    Spearman (:func:`measure_encoder`) on the data under ``data_root``.
+
+    Raises:
+        ConfigError: no ``data_root`` (the STS-B files are local); DataError: the files are not there.
+    """
+    from metaprune.models.minilm import load_encoder
+
+    report = PruneReport.load(Path(run_dir) / REPORT_FILE)
+    if data_root is None:
+        raise ConfigError(f"{run_dir} is a text run on {report.dataset}: pass --data-root DIR with its files")
+    splits = TEXT_DATASETS.get(report.dataset)(data_root)
+    encoder = load_encoder(run_dir)
+    figures, extra = measure_encoder(encoder, splits, masked=report.pattern in ("unstructured", "n:m"),
+                                     latency=latency, threads=threads)
+    return report, figures, extra

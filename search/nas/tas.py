@@ -240,7 +240,7 @@ def train_with_distillation(student: nn.Module, teacher: nn.Module, splits: Data
                progress=progress, description="train derived (KD)")
 
 
-@register_method("tas")
+@register_method("tas", latency=False)
 def tas_method(context: SearchContext) -> SearchResult:
     """TAS through ``metaprune search --method tas``: ``--trials`` is the number of search epochs.
 

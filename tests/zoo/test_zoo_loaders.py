@@ -34,7 +34,8 @@ def test_unknown_patterns_name_the_known_ones_or_fall_back_to_a_default():
     with pytest.raises(ZooError, match=r"unknown pattern 'diagonal'; use one of \('channel'"):
         entry_kind("diagonal")
     assert entry_kind("diagonal", default=DEFAULT_KIND) is ENTRY_KINDS.get(DEFAULT_KIND)
-    assert entry_patterns() == ("channel", "head", "unstructured", "n:m", "prompt-routed")
+    assert entry_patterns() == ("channel", "head", "unstructured", "n:m", "prompt-routed", "relative-n:m",
+                                "relative-unstructured", "relative-head-ffn")
 
 
 def _load_toy(folder: Path) -> str:
