@@ -284,22 +284,7 @@ def advance_dense(block: nn.Module, inputs: Sequence[BlockInputs]) -> dict[str, 
     ``Linear``'s real-token inputs, item by item (the dense targets of the block's layers)."""
     layers = {name: module for name, module in block.named_modules() if isinstance(module, nn.Linear)}
     rows: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-    token_mask: list[torch.Tensor] = []
-
-    def recorder(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def record(_module: nn.Module, args: tuple[Any, ...]) -> None:
-            rows[name].append(args[0][token_mask[0]])
-        return record
-
-    handles = [layer.register_forward_pre_hook(recorder(name)) for name, layer in layers.items()]
-    try:
-        with torch.no_grad():
-            for item in inputs:
-                token_mask[:] = [item.token_mask]
-                item.hidden = _run_block(block, item).detach()
-    finally:
-        for handle in handles:
-            handle.remove()
+    _advance_observing_inputs(block, layers, inputs, lambda name, x: rows[name].append(x))
     return rows
 
 
@@ -348,14 +333,25 @@ def advance_with_input_norms(block: nn.Module, layers: dict[str, nn.Linear],
     """Run ``block`` on ``inputs`` (replacing their hidden states by its outputs) and return ``||X_j||^2`` of
     every layer's input features over the real tokens."""
     norms = {name: torch.zeros(layer.in_features, dtype=torch.float64) for name, layer in layers.items()}
+    def collect(name: str, x: torch.Tensor) -> None:
+        norms[name] += x.to(torch.float64).pow(2).sum(0)
+
+    _advance_observing_inputs(block, layers, inputs, collect)
+    return norms
+
+
+def _advance_observing_inputs(block: nn.Module, layers: dict[str, nn.Linear], inputs: Sequence[BlockInputs],
+                              observe: Callable[[str, torch.Tensor], None]) -> None:
+    """Run ``block`` on ``inputs`` (replacing their hidden states by its outputs), calling ``observe(name, x)``
+    with every layer's input rows at the real tokens."""
     token_mask: list[torch.Tensor] = []
 
-    def collector(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
-        def collect(_module: nn.Module, args: tuple[Any, ...]) -> None:  # returns None: the input stays as is
-            norms[name] += args[0][token_mask[0]].to(torch.float64).pow(2).sum(0)
-        return collect
+    def hook(name: str) -> Callable[[nn.Module, tuple[Any, ...]], None]:
+        def call(_module: nn.Module, args: tuple[Any, ...]) -> None:  # returns None: the input stays as is
+            observe(name, args[0][token_mask[0]])
+        return call
 
-    handles = [layer.register_forward_pre_hook(collector(name)) for name, layer in layers.items()]
+    handles = [layer.register_forward_pre_hook(hook(name)) for name, layer in layers.items()]
     try:
         with torch.no_grad():
             for item in inputs:
@@ -364,7 +360,6 @@ def advance_with_input_norms(block: nn.Module, layers: dict[str, nn.Linear],
     finally:
         for handle in handles:
             handle.remove()
-    return norms
 
 
 def prune_blocks(
