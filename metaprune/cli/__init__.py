@@ -6,6 +6,7 @@ and exit status 1; bad usage is typer's usage message and exit status 2.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import sys
 from pathlib import Path
@@ -41,8 +42,10 @@ def command_line() -> str:
     return "metaprune " + shlex.join(_invocation)
 
 
+@functools.cache  # ``main`` runs many times in one process (API, tests)
 def _mount_subapps() -> None:
-    """Attach the sub-command groups that other packages provide, when they are installed."""
+    """Attach the sub-command groups that other packages provide, when they are installed (once per process:
+    attaching again would register every group twice and make each later call slower)."""
     import importlib
 
     for name, module_name in (("zoo", "metaprune.cli.zoo"), ("search", "metaprune.cli.search"),

@@ -76,3 +76,21 @@ def test_the_cli_knows_every_registered_model() -> None:
     from metaprune.models import list_models
 
     assert sorted(BUILTIN_MODELS) == list_models()
+
+
+def test_calling_main_again_in_one_process_registers_each_command_once() -> None:
+    """``main`` is called many times by API users and the in-process CLI tests; mounting the sub-apps
+    on every call once made each later call slower (every group registered again)."""
+    import contextlib
+
+    import typer.main
+
+    from metaprune.cli import app, main
+
+    for _ in range(3):
+        with contextlib.suppress(SystemExit):
+            main(["--help"])
+    names = [group.name for group in app.registered_groups]
+    assert len(names) == len(set(names)) and {"zoo", "meta"} <= set(names)
+    commands = typer.main.get_command(app).commands
+    assert {"search", "prune", "zoo", "meta"} <= set(commands)

@@ -109,8 +109,8 @@ def test_resnet20_sized_network_converts_fast():
     model = models.create_model("resnet20")
     inputs = torch.randn(1, 1, 16, 16)
     network_to_graph(model, inputs)  # warm-up: first fx trace imports and caches
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: robust to a busy machine
     graph = network_to_graph(model, inputs)
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert int(graph.edge_mask.sum()) == sum(
         module.weight.numel() for module in model.modules() if isinstance(module, nn.Conv2d | nn.Linear))
