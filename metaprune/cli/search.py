@@ -41,6 +41,7 @@ def search(
     optimizer: options.Optimizer = None,
     batch_size: options.BatchSize = 64,
     min_keep: options.MinKeep = 0.1,
+    round_to: latency_options.RoundTo = 1,
     seed: options.Seed = 0,
     prune: Annotated[bool, Opt(help="Prune and fine-tune the best plan (writes the `metaprune prune` files).")]
     = False,
@@ -73,7 +74,7 @@ def search(
         raise ConfigError("give one budget: FLOPs (--budget/--speedup) or latency (--latency-speedup/--latency-budget)")
     flops_budget = Budget.from_options(budget, speedup) if target is None else None
     task = options.task_spec(model, width, data, data_root, image_size, seed)
-    pruning = PruningSpec(min_keep=min_keep)
+    pruning = PruningSpec(min_keep=min_keep, round_to=round_to)
     from metaprune.workflows.search import SearchOptions, run_search, score_meaning
 
     job = SearchOptions(

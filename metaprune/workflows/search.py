@@ -38,6 +38,7 @@ from metaprune.rundir import (
     write_json,
 )
 from metaprune.search.methods import (
+    FLOPS_ONLY_METHODS,
     SearchContext,
     SearchResult,
     check_latency_method,
@@ -100,6 +101,9 @@ class SearchOptions:
                 if given:
                     raise ConfigError(f"{flag} does not apply to --method {self.method}: it designs a new network "
                                       "(written to the run directory) instead of pruning the dense model")
+        if self.pruning.round_to > 1 and (designs_new_network(self.method) or self.method in FLOPS_ONLY_METHODS):
+            raise ConfigError(f"--round-to does not apply to --method {self.method}: it sizes the network its own way, "
+                              "not through the search space that --round-to snaps to multiples")
         check_objective(self.objective)
         check_search_options(self.trials, self.workers, self.sampler)
         check_min_keep(self.pruning.min_keep)
@@ -309,14 +313,16 @@ def run_search(options: SearchOptions, splits: DataSplits | None = None,
     example_input = splits.test[0][0].unsqueeze(0)
     calibration = calibration_batch(splits, n=options.calibration_size, seed=task.seed)
     setup = SearchSetup(dense, example_input, budget, calibration, options.objective, splits,
-                        options.pruning.min_keep, seed=task.seed, latency_table=latency.table if latency else None)
+                        options.pruning.min_keep, seed=task.seed, latency_table=latency.table if latency else None,
+                        round_to=options.pruning.round_to)
     context = SearchContext.from_setup(setup, trials=options.trials, sampler=options.sampler, seed=task.seed,
                                        run_dir=run_dir, study=options.study, storage=options.storage,
                                        workers=options.workers, address=options.address, progress=options.progress)
     cost = "FLOPs" if latency is None else "predicted latency"
     log.info("searching: %s, %d trials, %s ratio %.3g", options.method, options.trials, cost, budget.flops_ratio)
     result = method(context)
-    summary: dict[str, Any] = {"method": result.method, "best_score": result.best_score, "trials": len(result.trials)}
+    summary: dict[str, Any] = {"method": result.method, "best_score": result.best_score, "trials": len(result.trials),
+                               "round_to": options.pruning.round_to}
     if latency is None:
         check_search_met(result, budget.flops_ratio)
     else:

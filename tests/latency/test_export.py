@@ -109,3 +109,21 @@ def test_cli_export_masked_run_is_one_error_line(tmp_path: Path, capsys) -> None
     assert code == 1 and "only onnx" in err
     code, out, err = run_cli(["export", str(_run_dir(tmp_path, "channel")), "--out", str(tmp_path / "m.onnx")], capsys)
     assert code == 0 and (tmp_path / "m.onnx").is_file() and "ONNX Runtime matches PyTorch" in out
+
+
+@pytest.mark.slow  # 7 s at load 3: loads the 22 M-parameter pretrained encoder (the text registry's model)
+def test_the_minilm_encoder_exports_after_head_and_ffn_pruning() -> None:
+    from metaprune.models.minilm import EXPORT_OUTPUTS, ExportableEncoder, load_minilm
+    from metaprune.prune.head_ffn import StructureMasks, encoder_layers
+    from metaprune.prune.head_ffn_tuning import remove_structure
+
+    encoder = load_minilm()
+    layers = encoder_layers(encoder.model)
+    dense_params = sum(parameter.numel() for parameter in encoder.model.parameters())
+    masks = StructureMasks([(torch.arange(layer.heads) % 2 == 0).float() for layer in layers],
+                           [(torch.arange(layer.intermediate.out_features) % 3 != 0).float() for layer in layers])
+    remove_structure(encoder.model, masks)
+    assert sum(parameter.numel() for parameter in encoder.model.parameters()) < dense_params
+    wrapper = ExportableEncoder(encoder).eval()
+    result = export_onnx(wrapper, wrapper.example_inputs(2, 24), output_names=list(EXPORT_OUTPUTS))
+    assert result.outputs == 2 and result.max_abs_error <= ONNX_TOLERANCE

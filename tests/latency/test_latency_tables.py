@@ -8,6 +8,7 @@ on networks it never saw. One test measures for real (a tiny model, few widths).
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
@@ -142,7 +143,8 @@ def test_table_key_names_this_machine_and_settings(resnet) -> None:
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_real_measurement_round_trip(runtime: str, tmp_path: Path) -> None:
     model = create_model("resnet20", num_classes=10, in_channels=3, image_size=8, width=0.25).eval()
-    settings = ProfileSettings(runtime=runtime, points=2, plans=3, validation=1, warmup=1, repeats=3, statistic="min")
+    settings = ProfileSettings(runtime=runtime, points=2, plans=3, validation=1, warmup=1, repeats=3, rounds=1,
+                               statistic="min")
     table = profile_model(model, torch.zeros(1, 3, 8, 8), settings)
     assert table.dense_ms > 0 and all(value >= 0 for value in table.coefficients.values())
     assert all(row["measured_ms"] > 0 and row["predicted_ms"] > 0 for row in table.calibration + table.validation)
@@ -151,7 +153,8 @@ def test_real_measurement_round_trip(runtime: str, tmp_path: Path) -> None:
 
 def test_cli_profile_measures_then_reuses(tmp_path: Path, capsys, monkeypatch) -> None:
     monkeypatch.setenv("METAPRUNE_CACHE", str(tmp_path))
-    args = ["profile", "--model", "resnet20", "--input-size", "3x8x8", "--points", "2", "--statistic", "min",
+    args = ["profile", "--model", "resnet20", "--input-size", "3x8x8", "--points", "2", "--rounds", "1",
+            "--statistic", "min",
             "--out", str(tmp_path / "table.json")]
     code, out, err = run_cli(args, capsys)
     assert code == 0 and "measured table" in out and "held-out prediction error" in out, err
@@ -175,3 +178,61 @@ def test_statistics_and_their_limits() -> None:
         ProfileSettings(statistic="cpu", threads=2)
     with pytest.raises(ConfigError, match="unknown statistic 'mean'; choose one of median, min, cpu"):
         ProfileSettings(statistic="mean")
+
+
+def test_kernel_block_grid_brackets_every_multiple_of_8() -> None:
+    from metaprune.latency.profile import grid_axis
+
+    assert grid_axis(16, 2) == list(range(2, 17))  # narrow axes: every width
+    assert grid_axis(64, 7) == [*range(7, 18), 24, 25, 32, 33, 40, 41, 48, 49, 56, 57, 64]
+    assert grid_axis(64, 8, multiple=4) == [8, 12, 16, 24, 32, 40, 48, 56, 64]  # grouped: multiples of the groups
+    from metaprune.latency.profile import MAX_AXIS_POINTS
+
+    wide = grid_axis(2048, 208)  # a ResNet-50-wide axis: evenly spread boundary pairs, not all 231 of them
+    assert len(wide) <= MAX_AXIS_POINTS and wide[0] == 208 and wide[-1] == 2048
+    assert all(step % 8 == 0 and step + 1 in wide for step in wide[:-1:2])
+    assert ProfileSettings().points == 0
+    with pytest.raises(ConfigError, match="points 0 \\(kernel blocks\\) or >= 2"):
+        ProfileSettings(points=1)
+
+
+def _staircase_ms(in_width: float, out_width: float) -> float:
+    """A CPU kernel's time: whole blocks of 16 channels on either side, and a slow path past 16 x 16."""
+    blocks = math.ceil(in_width / 16) * math.ceil(out_width / 16)
+    return blocks * (4.0 if in_width > 16 and out_width > 16 else 1.0)
+
+
+def test_the_block_grid_predicts_a_staircase_machine_exactly(monkeypatch, resnet) -> None:
+    # on a machine whose layers cost whole kernel blocks the evenly spread grid (multiples of 8) interpolates
+    # across the steps, the kernel-block grid puts them where they are
+    def network(model, *_args, **_options) -> float:
+        return OVERHEAD_MS + sum(_staircase_ms(*layer_widths(module)) for module in model.modules()
+                                 if isinstance(module, CONV_LINEAR))
+
+    monkeypatch.setattr(profile_module, "_time_layer", lambda layer, shape, cin, cout, settings: _staircase_ms(cin, cout))
+    monkeypatch.setattr(profile_module, "measure_ms", network)
+    model = create_model("resnet20", num_classes=10, in_channels=3, image_size=8).eval()  # groups of 16, 32, 64
+    example = torch.zeros(1, 3, 8, 8)
+    errors = {}
+    for points in (5, 0):
+        table = profile_model(model, example, dataclasses.replace(FAST, points=points))
+        errors[points] = max(abs(row["error"]) for row in table.validation)
+    assert errors[0] < 1e-6 < 0.05 < errors[5]
+
+
+def test_calibration_cancels_a_machine_that_slows_down(monkeypatch, resnet) -> None:
+    # every timing is 2% slower than the one before (other jobs arriving): networks are fitted on their ratio to
+    # the dense timings around them, so the predicted ratios stay exact on networks the fit never saw
+    calls = []
+
+    def drifting(model, *_args, **_options) -> float:
+        calls.append(1)
+        return _network_ms(model) * (1.0 + 0.02 * len(calls))
+
+    monkeypatch.setattr(profile_module, "_time_layer", lambda layer, shape, cin, cout, settings: _layer_ms(cin, cout))
+    monkeypatch.setattr(profile_module, "measure_ms", drifting)
+    model, example = resnet
+    table = profile_model(model, example, FAST)
+    for row in table.validation:
+        assert row["error"] == pytest.approx(0.0, abs=1e-6)
+        assert abs(row["raw_ms"] / table.dense_ms / row["dense_ratio"] - 1) > 0.1  # a lone timing is far off

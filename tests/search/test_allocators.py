@@ -66,3 +66,30 @@ def test_unknown_allocator_lists_the_known_ones():
 def test_dp_without_calibration_is_a_search_error(resnet_space):
     with pytest.raises(SearchError, match="calibration"):
         get_allocator("dp").allocate(resnet_space)
+
+
+def test_halp_prices_channels_with_its_profile_settings(resnet_space, monkeypatch):
+    # A FLOPs-space HALP reads this machine's latency table: measured as the allocator's settings say
+    # (benchmarks/cifar10_search.py asks for a batch-64 table), the defaults (batch 1) otherwise.
+    import metaprune.latency as latency
+    from metaprune.latency import ProfileSettings
+    from metaprune.search.allocators import HALPAllocator
+
+    asked = []
+
+    class Measured(Exception):
+        pass
+
+    def load_or_profile(model, example_input, settings=None, **options):
+        asked.append(settings)
+        raise Measured
+
+    monkeypatch.setattr(latency, "load_or_profile", load_or_profile)
+    space, batch = resnet_space, calibration()
+    allocator = HALPAllocator()
+    allocator.profile_settings = ProfileSettings(batch=64, threads=1, statistic="cpu")
+    for chosen in (allocator, get_allocator("halp")):
+        with pytest.raises(Measured):
+            chosen.allocate(space, batch)
+    assert asked[0] == ProfileSettings(batch=64, threads=1, statistic="cpu")
+    assert asked[1] is None
