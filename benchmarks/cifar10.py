@@ -16,13 +16,24 @@ measured again. Methods:
   the FLOPs (metaprune's counter) are within 2 % of the target, ``max_pruning_ratio`` 0.9 as
   metaprune's ``min_keep`` 0.1.
 
-``--criterion meta`` is not offered: no metanetwork was meta-trained on CIFAR-10 here. Model
-selection uses validation only (5,000 images held out of the training tree); test accuracy is
-reported. Results are written after every run (``results/cifar10.json``, ``.md``, ``.png``),
-so an interrupted comparison keeps what it finished.
+* metaprune meta-pruning with a metanetwork meta-trained on CIFAR-10 (``--metanet PATH``, from
+  ``metaprune meta train --data cifar10-jpeg``): ``meta`` rewrites the dense model with the
+  metanetwork, re-estimates BatchNorm, fine-tunes the rewritten network briefly
+  (``--meta-finetune-images``, 1 epoch, the same recipe as after pruning, on another seeded
+  subset) and prunes it with the output-sensitive group L2 ranking; ``meta_rewrite_only`` skips
+  that fine-tune; ``output_group_l2_ft`` is the control: the same pre-prune fine-tune without
+  the rewrite. Every method then gets the identical fine-tune below.
+
+Model selection uses validation only (5,000 images held out of the training tree); test
+accuracy is reported. Results are written after every run (``results/<name>.json``, ``.md``,
+``.png``), so an interrupted comparison keeps what it finished; ``--resume`` skips the runs
+already in ``results/<name>.json`` and ``--baselines-from results/cifar10.json`` copies runs of
+other methods measured with the same fine-tune into the table.
 
     OMP_NUM_THREADS=1 python benchmarks/cifar10.py --quick                 # smoke run, < 2 min
     OMP_NUM_THREADS=1 python benchmarks/cifar10.py --finetune-seeds 0 1  # the README table
+    OMP_NUM_THREADS=1 python benchmarks/cifar10.py --finetune-seeds 0 1 --methods meta --metanet runs/meta-cifar \
+        --name cifar10_meta --resume --baselines-from cifar10          # meta vs the table's baselines
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import copy
 import itertools
+import json
 import statistics
 import sys
 import time
@@ -47,6 +59,7 @@ from common import RESULTS, machine, markdown_table, mean_std  # noqa: E402
 
 from metaprune.data import DataSplits, UInt8ImageDataset, calibration_batch, load_dataset, make_loaders  # noqa: E402
 from metaprune.flops import count_flops  # noqa: E402
+from metaprune.meta import pruning as _meta_pruning  # noqa: E402, F401  (registers the ``meta`` criterion)
 from metaprune.models import create_model  # noqa: E402
 from metaprune.prune.criteria import get_criterion  # noqa: E402
 from metaprune.prune.structured import StructuredPruner  # noqa: E402
@@ -62,7 +75,13 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "output_group_l2": ("metaprune", "output_group_l2", "global"),
     "tp_magnitude": ("torch-pruning", "magnitude", "global"),
     "random": ("metaprune", "random", "global"),
+    "meta": ("metaprune", "meta", "global"),
+    "meta_rewrite_only": ("metaprune", "meta", "global"),
+    "output_group_l2_ft": ("metaprune", "output_group_l2", "global"),
 }
+#: Methods that fine-tune the (rewritten) dense network before pruning, and those that need ``--metanet``.
+PRE_FINETUNED = {"meta", "output_group_l2_ft"}
+META_METHODS = {"meta", "meta_rewrite_only"}
 FINETUNE_LR = 0.01
 MIN_KEEP = 0.1
 FLOPS_TOLERANCE = 0.02
@@ -90,12 +109,29 @@ def finetune_split(splits: DataSplits, images: int, seed: int) -> DataSplits:
 
 
 def prune_metaprune(dense: nn.Module, criterion_name: str, ranking: str, flops_ratio: float, splits: DataSplits,
-                    loaders: tuple, seed: int) -> nn.Module:
-    """A pruned copy of ``dense`` by metaprune's structured engine (one-shot, as ``metaprune prune`` does)."""
+                    loaders: tuple, seed: int, *, metanet: str | None = None, pre_finetune: Any = None,
+                    extra: dict[str, Any] | None = None) -> nn.Module:
+    """A pruned copy of ``dense`` by metaprune's structured engine (one-shot, as ``metaprune prune`` does).
+
+    ``metanet`` (criterion ``meta``): the dense copy is rewritten by it first; ``pre_finetune``
+    (a loader): the (rewritten) copy is fine-tuned 1 epoch on it before it is scored and pruned.
+    ``extra`` receives the rewritten network's and pre-fine-tuned network's validation accuracy.
+    """
     example_input = splits.test[0][0].unsqueeze(0)
     seed_everything(seed)
-    criterion = get_criterion(criterion_name, seed=seed)
-    model, _ = criterion.prepare(copy.deepcopy(dense), example_input, loaders)
+    criterion = get_criterion(criterion_name, seed=seed, **({"metanet": metanet} if criterion_name == "meta" else {}))
+    model, prepared = criterion.prepare(copy.deepcopy(dense), example_input, loaders)
+    if extra is not None:
+        extra.update(prepared)
+    if pre_finetune is not None:
+        seed_everything(seed)
+        start = time.perf_counter()
+        fit(model, pre_finetune, epochs=1, lr=FINETUNE_LR, optimizer="sgd", weight_decay=RECIPE["weight_decay"],
+            progress=False)
+        model.eval()
+        if extra is not None:
+            extra["pre_finetune_seconds"] = time.perf_counter() - start
+            extra["pre_finetuned_val_accuracy"] = evaluate(model, loaders[1])
     pruner = StructuredPruner(model, example_input, criterion, ranking=ranking, min_keep=MIN_KEEP,
                               calibration=calibration_batch(splits, n=256, seed=seed))
     pruner.prune_to(model, flops_ratio)
@@ -139,7 +175,8 @@ def accuracy(model: nn.Module, loaders: tuple) -> dict[str, float]:
 
 
 def run_method(method: str, speedup: float, dense: nn.Module, splits: DataSplits, finetune_splits: DataSplits,
-               finetune_epochs: int, seed: int) -> dict[str, Any]:
+               finetune_epochs: int, seed: int, *, metanet: str | None = None,
+               pre_finetune_splits: DataSplits | None = None) -> dict[str, Any]:
     """Prune ``dense`` with ``method`` to ``1/speedup`` of its FLOPs, re-estimate BN, fine-tune, measure.
 
     The loaders are made afresh from ``seed`` for every run, so every method sees the same
@@ -149,14 +186,21 @@ def run_method(method: str, speedup: float, dense: nn.Module, splits: DataSplits
     loaders = make_loaders(splits, batch_size=RECIPE["batch_size"], seed=seed)
     finetune_loader = make_loaders(finetune_splits, batch_size=RECIPE["batch_size"], seed=seed)[0]
     start = time.perf_counter()
+    extra: dict[str, Any] = {}
     if library == "metaprune":
-        model = prune_metaprune(dense, name, ranking, 1 / speedup, splits, loaders, seed)
+        pre_finetune = None
+        if method in PRE_FINETUNED:
+            pre_finetune = make_loaders(pre_finetune_splits, batch_size=RECIPE["batch_size"], seed=seed)[0]
+            extra["pre_finetune_images"] = len(pre_finetune_splits.train)
+        model = prune_metaprune(dense, name, ranking, 1 / speedup, splits, loaders, seed,
+                                metanet=metanet if method in META_METHODS else None, pre_finetune=pre_finetune,
+                                extra=extra)
     else:
         model = prune_torch_pruning(dense, name, 1 / speedup, splits)
     prune_seconds = time.perf_counter() - start
     measured = finetune_and_measure(model, dense, splits, loaders, finetune_loader, finetune_epochs, seed)
     return {"method": method, "library": library, "speedup_target": speedup, "finetune_seed": seed, **measured,
-            "prune_seconds": prune_seconds, "seconds": time.perf_counter() - start}
+            "prune_seconds": prune_seconds, "seconds": time.perf_counter() - start, **extra}
 
 
 def finetune_and_measure(model: nn.Module, dense: nn.Module, splits: DataSplits, loaders: tuple,
@@ -237,6 +281,16 @@ def write_results(result: dict[str, Any], name: str) -> None:
     plot(result, RESULTS / f"{name}.png")
 
 
+def copied_runs(source: str, result: dict[str, Any], skip: set[str]) -> list[dict[str, Any]]:
+    """The runs of ``results/<source>.json`` of methods not in ``skip``, if its dense model and fine-tune match."""
+    other = json.loads((RESULTS / f"{source}.json").read_text())
+    keys = ("dense_checkpoint", "finetune_images", "finetune_epochs", "finetune_recipe", "seed")
+    if any(other.get(key) != result[key] for key in keys) or other["dense"] != result["dense"]:
+        raise SystemExit(f"error: results/{source}.json used another dense model or fine-tune; not copied")
+    return [{**run, "copied_from": f"results/{source}.json"} for run in other["runs"]
+            if run["method"] not in skip and run["finetune_seed"] in result["finetune_seeds"]]
+
+
 def load_dense(args: argparse.Namespace, splits: DataSplits, loaders: tuple) -> tuple[nn.Module, str]:
     """The committed dense checkpoint, or (``--quick`` without one) a dense model trained 1 epoch on the subset."""
     model = create_model("resnet20", num_classes=10, in_channels=3, image_size=32)
@@ -258,25 +312,41 @@ def main() -> None:
     parser.add_argument("--finetune-seeds", type=int, nargs="+", default=None,
                         help="seeds of pruning, fine-tune subset and batches (default: --seed)")
     parser.add_argument("--speedups", type=float, nargs="+", default=[4, 8, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=None, choices=list(METHODS),
+                        help="default: every method but the meta ones and output_group_l2_ft")
     parser.add_argument("--finetune-images", type=int, default=10000,
                         help="size of the fixed, seeded training subset every method fine-tunes on")
     parser.add_argument("--finetune-epochs", type=int, default=1)
-    parser.add_argument("--criterion", default=None, help="'meta' is refused: no CIFAR-10 metanetwork exists")
+    parser.add_argument("--metanet", default=None,
+                        help="metanetwork for the meta methods (metanet.safetensors or its meta-training folder)")
+    parser.add_argument("--meta-finetune-images", type=int, default=10000,
+                        help="images of the 1-epoch fine-tune before pruning (meta, output_group_l2_ft)")
+    parser.add_argument("--resume", action="store_true", help="keep and skip the runs already in results/<name>.json")
+    parser.add_argument("--baselines-from", default=None, metavar="NAME",
+                        help="copy the runs of results/NAME.json (same fine-tune) of methods not run here into the table")
     parser.add_argument("--quick", action="store_true", help="a few hundred images, 4x, two methods: a smoke run")
     parser.add_argument("--name", default=None, help="results/<name>.{json,md,png} (default cifar10, or cifar10_quick)")
     args = parser.parse_args()
-    if args.criterion == "meta":
-        raise SystemExit("error: --criterion meta needs a metanetwork meta-trained on CIFAR-10, and none exists yet")
+    quick_methods = ["group_l2", "tp_group_norm"] if args.methods is None else args.methods
+    if args.methods is None:
+        args.methods = [method for method in METHODS if method not in META_METHODS | PRE_FINETUNED]
+    if META_METHODS & set(args.methods) and not args.metanet:
+        raise SystemExit(f"error: {', '.join(sorted(META_METHODS & set(args.methods)))} need --metanet PATH "
+                         "(a metanetwork meta-trained on CIFAR-10: metaprune meta train --data cifar10-jpeg)")
+    if args.metanet and not Path(args.metanet).exists():
+        raise SystemExit(f"error: --metanet {args.metanet} does not exist")
     torch.set_num_threads(1)
     splits = load_dataset("cifar10-jpeg", root=args.data_root, image_size=32, seed=args.seed)
     if args.quick:
-        args.speedups, args.methods, args.finetune_images = [4], ["group_l2", "tp_group_norm"], 256
+        args.speedups, args.methods, args.finetune_images = [4], quick_methods, 256
+        args.meta_finetune_images = min(args.meta_finetune_images, 256)
         splits.train, splits.val, splits.test = (subset(splits.train, 512, 1), subset(splits.val, 256, 2),
                                                  subset(splits.test, 512, 3))
     finetune_seeds = args.finetune_seeds or [args.seed]
     loaders = make_loaders(splits, batch_size=RECIPE["batch_size"], seed=args.seed)
     finetune_splits = {seed: finetune_split(splits, args.finetune_images, seed) for seed in finetune_seeds}
+    pre_finetune_splits = {seed: finetune_split(splits, min(args.meta_finetune_images, len(splits.train)), seed + 100)
+                           for seed in finetune_seeds}
     dense, dense_source = load_dense(args, splits, loaders)
     name = args.name or ("cifar10_quick" if args.quick else "cifar10")
     result: dict[str, Any] = {
@@ -288,9 +358,20 @@ def main() -> None:
         "anchors": ANCHORS,
         "command": "OMP_NUM_THREADS=1 python benchmarks/cifar10.py " + " ".join(sys.argv[1:]),
     }
+    if args.resume and (RESULTS / f"{name}.json").is_file():
+        result["runs"] = [run for run in json.loads((RESULTS / f"{name}.json").read_text())["runs"]
+                          if not run.get("copied_from")]
+    if args.baselines_from:
+        result["runs"] += copied_runs(args.baselines_from, result, set(args.methods))
     print(f"dense: val {result['dense']['val']:.4f} test {result['dense']['test']:.4f}", flush=True)
     for speedup, seed, method in itertools.product(args.speedups, finetune_seeds, args.methods):
-        run = run_method(method, speedup, dense, splits, finetune_splits[seed], args.finetune_epochs, seed)
+        if any(run["speedup_target"] == speedup and run["finetune_seed"] == seed and run["method"] == method
+               for run in result["runs"]):
+            continue
+        run = run_method(method, speedup, dense, splits, finetune_splits[seed], args.finetune_epochs, seed,
+                         metanet=args.metanet, pre_finetune_splits=pre_finetune_splits[seed])
+        if method in META_METHODS:
+            run["metanet"] = args.metanet
         result["runs"].append(run)
         print(f"{speedup:g}x seed {seed} {method:16s} flops {1 / run['flops_ratio']:.2f}x before {run['before_finetune']['test']:.4f} "
               f"after val {run['after_finetune']['val']:.4f} test {run['after_finetune']['test']:.4f} "

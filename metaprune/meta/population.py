@@ -1,8 +1,10 @@
-"""The population for meta-training: many small networks trained on the embedded data.
+"""The population for meta-training: many small networks trained on one data set.
 
 ``build_population`` trains networks of several architectures and widths with different seeds
-and saves each as ``<name>.safetensors`` (with its spec and metrics as metadata) plus a
-``population.json`` index. A fixed share of the networks is held out for validation of the
+and saves each as ``<name>.safetensors`` (with its spec, the data set's name and metrics as
+metadata) plus a ``population.json`` index. The data set is the embedded digits by default, or
+any data set of :mod:`metaprune.data` (CIFAR-10 for a CIFAR metanetwork); a folder holds the
+networks of one data set only. A fixed share of the networks is held out for validation of the
 metanetwork; selection never looks at the test split. (The population is not the published
 model zoo, :mod:`metaprune.zoo`.)
 """
@@ -42,6 +44,7 @@ class PopulationNetwork:
     seed: int
     val_accuracy: float
     test_accuracy: float
+    data: str = "digits"
 
     def load(self, root: str | Path) -> nn.Module:
         """The trained network, in eval mode."""
@@ -75,12 +78,23 @@ def build_population(
     epochs: int = 8,
     val_fraction: float = 0.25,
     seed: int = 0,
+    data: str = "digits",
+    weights: str | Path | None = None,
+    lr: float | None = None,
     progress: bool = True,
 ) -> list[PopulationNetwork]:
     """Train ``seeds_per_spec`` networks per architecture × width; existing networks are kept (resumable).
 
+    ``data`` is the name of the data set ``splits`` come from, recorded with every network.
+    ``weights`` (a safetensors file of one architecture x width) starts every network from those
+    trained weights instead of a random initialisation: a population of fine-tuned siblings of one
+    model, each with its own seed (batch order); ``lr`` defaults to the fine-tuning rate then
+    (the dense rate otherwise).
+
     Raises:
-        ConfigError: a width outside (0, 4], counts outside their bounds or ``val_fraction`` outside (0, 1).
+        ConfigError: a width outside (0, 4], counts outside their bounds, ``val_fraction`` outside (0, 1),
+            ``lr`` not a positive finite number, or ``out`` already holds networks trained on another data set.
+        WeightsError: ``weights`` missing, corrupt or not of every requested architecture x width.
     """
     bad_widths = [width for width in widths if not (math.isfinite(width) and 0 < width <= MAX_WIDTH)]
     if bad_widths or not widths:
@@ -89,13 +103,22 @@ def build_population(
             and math.isfinite(val_fraction) and 0 < val_fraction < 1):
         raise ConfigError(f"need 1 <= --seeds-per-spec <= {MAX_SEEDS_PER_SPEC}, 1 <= --epochs <= {MAX_EPOCHS} and "
                           f"0 < val_fraction < 1; got {seeds_per_spec}, {epochs}, {val_fraction}")
+    if lr is not None and not (math.isfinite(lr) and 0 < lr <= 10):
+        raise ConfigError(f"--lr must be a number in (0, 10], got {lr}")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     specs = population_specs(architectures, widths, splits.image_size, splits.num_classes, splits.in_channels)
     jobs = [(spec, seed + 1000 * index + repeat) for index, spec in enumerate(specs) for repeat in range(seeds_per_spec)]
     val_every = max(2, round(1 / val_fraction))
-    training = TrainingSpec.dense(epochs)
+    if weights is not None:
+        for spec in specs:  # every network must start from them: check before anything is trained or written
+            load_state(weights, create_model_from_spec(spec))
+    out.mkdir(parents=True, exist_ok=True)
+    training = TrainingSpec.finetune(epochs, lr=lr) if weights is not None else TrainingSpec.dense(epochs, lr=lr)
     existing = {network.name: network for network in read_population(out)} if (out / INDEX).is_file() else {}
+    other = sorted({network.data for network in existing.values()} - {data})
+    if other:
+        raise ConfigError(f"{out} holds networks trained on {', '.join(other)}, not {data}: "
+                          "use another --out for a population of another data set")
     networks = []
     train_loader, val_loader, test_loader = make_loaders(splits, batch_size=training.batch_size, seed=seed)
     with progress_bar("population", len(jobs), enabled=progress) as bar:
@@ -108,9 +131,12 @@ def build_population(
             else:
                 seed_everything(network_seed)
                 model = create_model_from_spec(spec)
+                if weights is not None:
+                    load_state(weights, model)
                 fit(model, train_loader, epochs=training.epochs, lr=training.lr_for(spec["name"]),
                     optimizer=training.optimizer_for(spec["name"]), progress=False)
-                network = PopulationNetwork(name, spec, split, network_seed, evaluate(model, val_loader), evaluate(model, test_loader))
+                network = PopulationNetwork(name, spec, split, network_seed, evaluate(model, val_loader),
+                                            evaluate(model, test_loader), data)
                 save_state(out / f"{name}.safetensors", model, metadata=asdict(network))
                 networks.append(network)
                 _write_index(out, networks)
@@ -132,6 +158,7 @@ class _NetworkRecord(StrictModel):
     seed: int
     val_accuracy: Annotated[float, Field(ge=0, le=1)]
     test_accuracy: Annotated[float, Field(ge=0, le=1)]
+    data: Annotated[str, Field(min_length=1, max_length=100)] = "digits"
 
 
 class _PopulationIndex(RootModel[list[_NetworkRecord]]):
