@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cifar10_dense import RECIPE, checkpoint_path  # noqa: E402
 from cifar10_input import DEFAULT_ROOT  # noqa: E402
-from common import RESULTS, machine, markdown_table, mean_std  # noqa: E402
+from common import RESULTS, machine, markdown_table, mean_std, write_result_files  # noqa: E402
 
 from metaprune.data import DataSplits, UInt8ImageDataset, calibration_batch, load_dataset, make_loaders  # noqa: E402
 from metaprune.flops import count_flops  # noqa: E402
@@ -63,7 +63,6 @@ from metaprune.meta import pruning as _meta_pruning  # noqa: E402, F401  (regist
 from metaprune.models import create_model  # noqa: E402
 from metaprune.prune.criteria import get_criterion  # noqa: E402
 from metaprune.prune.structured import StructuredPruner  # noqa: E402
-from metaprune.rundir import write_json, write_text  # noqa: E402
 from metaprune.train import evaluate, fit, load_state, recalibrate_batchnorm, seed_everything  # noqa: E402
 
 #: method name -> (library, criterion or importance, ranking)
@@ -274,13 +273,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_results(result: dict[str, Any], name: str) -> None:
-    """``results/<name>.json``, ``.md`` and ``.png``."""
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", table(result) + "\n")
-    plot(result, RESULTS / f"{name}.png")
-
-
 def copied_runs(source: str, result: dict[str, Any], skip: set[str]) -> list[dict[str, Any]]:
     """The runs of ``results/<source>.json`` of methods not in ``skip``, if its dense model and fine-tune match."""
     other = json.loads((RESULTS / f"{source}.json").read_text())
@@ -376,7 +368,7 @@ def main() -> None:
         print(f"{speedup:g}x seed {seed} {method:16s} flops {1 / run['flops_ratio']:.2f}x before {run['before_finetune']['test']:.4f} "
               f"after val {run['after_finetune']['val']:.4f} test {run['after_finetune']['test']:.4f} "
               f"({run['seconds']:.0f} s)", flush=True)
-        write_results(result, name)
+        write_result_files(result, name, table, plot)
     print(table(result))
 
 

@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10 import accuracy, finetune_and_measure, finetune_split, load_dense, subset  # noqa: E402
 from cifar10_dense import RECIPE  # noqa: E402
 from cifar10_input import DEFAULT_ROOT  # noqa: E402
-from common import RESULTS, machine, markdown_table, mean_std  # noqa: E402
+from common import RESULTS, machine, markdown_table, mean_std, write_result_files  # noqa: E402
 
 from metaprune.data import DataSplits, calibration_batch, load_dataset, make_loaders  # noqa: E402
 from metaprune.latency import LatencyCostModel, ProfileSettings, load_or_profile  # noqa: E402
@@ -64,7 +64,6 @@ from metaprune.prune.budget import Budget  # noqa: E402
 from metaprune.prune.criteria import get_criterion  # noqa: E402
 from metaprune.prune.plan import PrunePlan  # noqa: E402
 from metaprune.prune.structured import apply_plan  # noqa: E402
-from metaprune.rundir import write_json, write_text  # noqa: E402
 from metaprune.search import SearchSetup, SearchSpace, get_method  # noqa: E402
 from metaprune.search.allocators import HALPAllocator  # noqa: E402
 from metaprune.search.bn_accuracy import BNAccuracyObjective  # noqa: E402
@@ -297,13 +296,6 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(figure)
 
 
-def write_results(result: dict[str, Any], name: str) -> None:
-    """``results/<name>.json``, ``.md`` and ``.png``."""
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", table(result) + "\n")
-    plot(result, RESULTS / f"{name}.png")
-
-
 #: Settings a resumed run must share with the stored one.
 RESUME_KEYS = ("dense_checkpoint", "dense_epochs", "dense", "finetune_images", "finetune_epochs", "seed", "proxy_samples",
                "min_keep")
@@ -408,7 +400,7 @@ def main() -> None:
             result["searches"][key] = {**found, "search_seed": search_seed}
             print(f"{speedup:g}x {name_of:10s} proxy {found['proxy_val_accuracy']:.4f} FLOPs {found['plan_flops_ratio']:.4f} "
                   f"({found['evaluations']} evaluations, {found['search_seconds']:.0f} s)", flush=True)
-            write_results(result, name)
+            write_result_files(result, name, table, plot)
         predicted_latency(result, space, speedup, load_or_profile(dense, example_input, latency_settings)[0])
         for seed, method in itertools.product(args.finetune_seeds, args.methods):
             name_of = label(method, search_seed, args.seed)
@@ -420,8 +412,8 @@ def main() -> None:
             print(f"{speedup:g}x seed {seed} {name_of:10s} flops {1 / run['flops_ratio']:.2f}x before "
                   f"{run['before_finetune']['test']:.4f} after val {run['after_finetune']['val']:.4f} test "
                   f"{run['after_finetune']['test']:.4f} ({run['seconds']:.0f} s)", flush=True)
-            write_results(result, name)
-    write_results(result, name)
+            write_result_files(result, name, table, plot)
+    write_result_files(result, name, table, plot)
     print(table(result))
 
 

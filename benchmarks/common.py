@@ -6,7 +6,7 @@ import json
 import platform
 import statistics
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,19 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def write_result_files(result: dict[str, Any], name: str, table: Callable[[dict[str, Any]], str],
+                       plot: Callable[[dict[str, Any], Path], None] | None = None) -> None:
+    """``results/<name>.json`` (``result``), ``.md`` (``table(result)``) and, with ``plot``, ``.png``; each file
+    written atomically, so a resumable benchmark cut mid-write keeps its last complete results."""
+    from metaprune.rundir import write_json as write_json_atomic
+    from metaprune.rundir import write_text
+
+    write_json_atomic(RESULTS / f"{name}.json", result)
+    write_text(RESULTS / f"{name}.md", table(result) + "\n")
+    if plot is not None:
+        plot(result, RESULTS / f"{name}.png")
 
 
 def mean_std(values: Iterable[float], scale: float = 100.0, digits: int = 2) -> str:

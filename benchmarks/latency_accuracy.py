@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10 import FINETUNE_LR, accuracy, subset  # noqa: E402
 from cifar10_dense import RECIPE, checkpoint_path  # noqa: E402
 from cifar10_input import DEFAULT_ROOT  # noqa: E402
-from common import RESULTS, machine, markdown_table, mean_std  # noqa: E402
+from common import machine, markdown_table, mean_std, write_result_files  # noqa: E402
 from latency import measure_pair, predicted_ms, prune_copy  # noqa: E402
 
 from metaprune.data import DataSplits, load_dataset, make_loaders  # noqa: E402
@@ -59,7 +59,6 @@ from metaprune.latency.profile import batched  # noqa: E402
 from metaprune.latency.timing import hardware_name, measure_ms  # noqa: E402
 from metaprune.models import create_model  # noqa: E402
 from metaprune.prune.groups import ModelGroups  # noqa: E402
-from metaprune.rundir import write_json, write_text  # noqa: E402
 from metaprune.train import evaluate, fit, load_state, recalibrate_batchnorm, seed_everything  # noqa: E402
 
 #: variant -> (cost, ranking, round_to)
@@ -224,11 +223,6 @@ def table(result: dict[str, Any]) -> str:
             f"{result.get('load_end', float('nan')):.1f} at the end (2 cores)\n\n" + markdown_table(header, rows))
 
 
-def write_results(result: dict[str, Any], name: str) -> None:
-    write_json(RESULTS / f"{name}.json", result)
-    write_text(RESULTS / f"{name}.md", table(result) + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-root", default=str(DEFAULT_ROOT))
@@ -301,7 +295,7 @@ def main() -> None:
             print(f"  {speedup:g}x {variant:10s}: final {row['measured_speedup']:.3f}x, predicted "
                   f"{row['predicted_ms']:.2f} ms vs measured {pruned_ms:.2f} ({row['prediction_error']:+.1%})",
                   flush=True)
-        write_results(result, name)
+        write_result_files(result, name, table)
     for seed in args.seeds:  # seed 0 of every plan first: an interrupted run keeps whole comparisons
         for speedup in args.speedups:
             for variant in args.variants:
@@ -313,9 +307,9 @@ def main() -> None:
                       f"{run['after_finetune']['val']:.4f} ({run['finetune_seconds']:.0f} s, load {run['load']:.1f})",
                       flush=True)
                 result["load_end"] = load()
-                write_results(result, name)
+                write_result_files(result, name, table)
     result["load_end"] = load()
-    write_results(result, name)
+    write_result_files(result, name, table)
     print(table(result))
 
 
