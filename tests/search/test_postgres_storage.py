@@ -22,7 +22,7 @@ from metaprune.search.optuna_search import BASELINES
 pgserver = pytest.importorskip("pgserver")
 pytest.importorskip("psycopg")
 
-TRIALS = 10
+TRIALS = 40  # enough that the second worker, started a moment later, joins before the study is full
 
 
 @pytest.fixture
