@@ -11,6 +11,12 @@ schedule; validation accuracy is logged every epoch), test accuracy is measured 
 
 Writes ``checkpoints/resnet20_cifar10_seed<seed>.safetensors`` and ``.json`` (command, epochs,
 seed, per-epoch validation accuracy, test accuracy, wall time).
+
+The dense control of a pruning run (the dense model given the same extra epochs as the pruned
+one's fine-tune) starts from a checkpoint with the fine-tune's learning rate and writes elsewhere:
+
+    python benchmarks/cifar10_dense.py --model resnet56 --init checkpoints/resnet56_cifar10_seed0.safetensors \
+        --epochs 4 --lr 0.01 --out runs/r56-control/dense_control.safetensors
 """
 
 from __future__ import annotations
@@ -50,15 +56,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--limit", type=int, default=None, help="train on the first N images only (a smoke run)")
+    parser.add_argument("--init", default=None, help="start from these weights (safetensors) instead of scratch")
+    parser.add_argument("--lr", type=float, default=RECIPE["lr"], help="peak learning rate of the cosine schedule")
+    parser.add_argument("--out", default=None, help="weights file to write (default checkpoints/<model>_cifar10_seed<seed>)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     task = TaskSpec(model=args.model, data="cifar10-jpeg", data_root=args.data_root, image_size=32, seed=args.seed)
-    training = TrainingSpec.dense(args.epochs, lr=RECIPE["lr"], batch_size=RECIPE["batch_size"], optimizer="sgd")
+    if args.lr <= 0 or args.epochs < 1:
+        parser.error(f"need --lr > 0 and --epochs >= 1, got {args.lr} and {args.epochs}")
+    training = TrainingSpec.dense(args.epochs, lr=args.lr, batch_size=RECIPE["batch_size"], optimizer="sgd")
     splits = task.load_splits()
     if args.limit:
         splits.train.images, splits.train.labels = splits.train.images[:args.limit], splits.train.labels[:args.limit]
     seed_everything(task.seed)
-    model = task.build_model(splits)
+    model = task.load_model(args.init, splits) if args.init else task.build_model(splits)
     from metaprune.data import make_loaders
 
     train_loader, val_loader, test_loader = make_loaders(splits, batch_size=training.batch_size, seed=task.seed)
@@ -75,17 +86,19 @@ def main() -> None:
                  weight_decay=RECIPE["weight_decay"], val_loader=val_loader, on_step=log, progress=False)
     print("val accuracy per epoch:", [round(value, 4) for value in result.val_accuracy], flush=True)
     test_accuracy = evaluate(model, test_loader)
-    path = checkpoint_path(args.model, args.seed)
+    path = Path(args.out) if args.out else checkpoint_path(args.model, args.seed)
     if args.limit:
         path = path.with_name(f"smoke_{path.name}")
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     save_state(path, model, {"model": args.model, "seed": args.seed, "data": "cifar10-jpeg", "epochs": args.epochs,
                              "test_accuracy": test_accuracy})
     record = {
         "command": f"OMP_NUM_THREADS={args.threads} python benchmarks/cifar10_dense.py --model {args.model} "
-                   f"--epochs {args.epochs} --seed {args.seed} --threads {args.threads}",
+                   f"--epochs {args.epochs} --seed {args.seed} --threads {args.threads}"
+                   + (f" --init {args.init}" if args.init else "") + (f" --lr {args.lr}" if args.lr != RECIPE["lr"] else "")
+                   + (f" --out {args.out}" if args.out else ""),
         "model": args.model, "data": "cifar10-jpeg (45,000 train / 5,000 val from train, seed 0; 10,000 test)",
-        "epochs": args.epochs, "seed": args.seed, "recipe": RECIPE, "train_loss": result.train_loss,
+        "epochs": args.epochs, "seed": args.seed, "recipe": {**RECIPE, "lr": args.lr}, "init": args.init, "train_loss": result.train_loss,
         "val_accuracy": result.val_accuracy, "final_val_accuracy": result.val_accuracy[-1],
         "test_accuracy": test_accuracy, "train_seconds": result.wall_time_s, "machine": machine(),
         "weights": path.name,

@@ -74,6 +74,8 @@ def train(
     sparsity_weight: Annotated[float, typer.Option(help="Weight of the group-sparsity penalty.")] = 0.5,
     target_keep: Annotated[float, typer.Option(help="Share of each group's channels treated as important.")] = 0.35,
     val_speedup: Annotated[float, typer.Option(help="FLOPs speed-up used for validation (no fine-tune).")] = 8.0,
+    prune_aware_weight: Annotated[float, typer.Option(help="Weight of the cross-entropy of the rewritten network with "
+                                                           "each group's weakest channels switched off (0: off).")] = 0.0,
     image_size: MetaImageSize = None,
     seed: options.Seed = 0,
     data: MetaData = None,
@@ -90,7 +92,7 @@ def train(
 
     config = MetaTrainConfig(hidden=hidden, layers=layers, epsilon=epsilon, epochs=epochs, steps_per_epoch=steps_per_epoch,
                              lr=lr, sparsity_weight=sparsity_weight, target_keep=target_keep, val_speedup=val_speedup,
-                             seed=seed)
+                             prune_aware_weight=prune_aware_weight, seed=seed)
     trainer = prepare_meta_training(population, out, config, image_size=image_size, resume=resume,
                                     overwrite=overwrite, include=include.split(",") if include else None,
                                     data=data, data_root=data_root, val_images=val_images)

@@ -14,6 +14,12 @@ their current norm and ``important_weight`` (small) for the rest: less important
 pushed harder towards zero. The task loss keeps the rewritten network accurate; the penalty
 concentrates it on few channels, so group-norm pruning afterwards removes little that matters.
 
+With ``prune_aware_weight`` :math:`\mu > 0` the loss gains :math:`\mu\,\mathrm{CE}\big(f_{m \odot \theta'}(x), y\big)`:
+the same batch through the rewritten network with each group's weakest channels switched off
+(:func:`drop_weak_channels`; the kept share is drawn uniformly from ``[target_keep, 1)`` each step).
+The penalty alone only asks for small norms; this term asks that what remains after pruning
+still classifies, so the metanetwork has to move the function into the channels that stay.
+
 Each epoch ends with a validation pass on held-out networks of the population: rewrite, re-estimate
 BatchNorm statistics, prune to ``1 / val_speedup`` of the FLOPs ranking channels with
 :class:`~metaprune.meta.pruning.MetaCriterion`, re-estimate BatchNorm statistics again and
@@ -90,6 +96,7 @@ class MetaTrainConfig:
     sparsity_weight: Annotated[float, bounded(0, 1000)] = 0.5
     target_keep: Annotated[float, bounded(0, 1, low_open=True)] = 0.35
     important_weight: Annotated[float, bounded(0, 1)] = 0.05
+    prune_aware_weight: Annotated[float, bounded(0, 1000)] = 0.0
     batch_size: Annotated[int, bounded(1, 4096)] = 64
     val_speedup: Annotated[float, bounded(1, 1000)] = 8.0
     seed: Annotated[int, bounded(0, 2**32 - 1)] = 0
@@ -160,6 +167,29 @@ def sparsity_penalty(norms: list[torch.Tensor], target_keep: float, important_we
     return total / max(1, count)
 
 
+def drop_weak_channels(parameters: dict[str, torch.Tensor], coupled: list, norms: list[torch.Tensor],
+                       keep_share: float) -> dict[str, torch.Tensor]:
+    """``parameters`` with every group's weakest channels switched off, keeping ``keep_share`` of each group.
+
+    A channel is kept if its norm (``norms``, from :func:`group_norms`) ranks in the top
+    ``ceil(keep_share * size)`` of its group; the coupled slices of the others (normalisation
+    scale and shift, consumers' input columns, and output rows where no normalisation follows)
+    are multiplied by zero, which removes the channel's effect on the output exactly as pruning
+    would while gradients still reach the kept weights.
+    """
+    masks: dict[str, torch.Tensor] = {}
+    for slices, channel_norms in zip(coupled, norms):
+        keep = max(1, math.ceil(keep_share * channel_norms.numel()))
+        dropped = torch.ones(channel_norms.numel(), dtype=torch.bool)
+        dropped[torch.topk(channel_norms.detach(), keep).indices] = False
+        for name, dim, idxs, channels in slices:
+            off = idxs[dropped[channels]]
+            if off.numel():
+                mask = masks.setdefault(name, torch.ones_like(parameters[name]))
+                masks[name] = mask.index_fill(dim, off, 0.0)
+    return {name: value * masks[name] if name in masks else value for name, value in parameters.items()}
+
+
 def _train_mode_parameters(parameters: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     # BatchNorm updates its running statistics in place in train mode: give it detached copies.
     return {name: value.detach().clone() if "running_" in name or "num_batches" in name else value
@@ -203,6 +233,7 @@ class MetaTrainer:
         self.optimizer = torch.optim.AdamW(self.metanet.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.history = MetaHistory()
         self.start_epoch, self.best = 0, -1.0
+        self._keep_generator = torch.Generator().manual_seed(config.seed)
 
     def resume(self) -> bool:
         """Continue from the checkpoint in ``out``; returns False if there is none.
@@ -239,9 +270,19 @@ class MetaTrainer:
         logits = functional_call(case.model, _train_mode_parameters(parameters), (inputs,))
         case.model.eval()
         task = F.cross_entropy(logits, targets)
-        sparsity = sparsity_penalty(group_norms(parameters, case.coupled, case.sizes), self.config.target_keep,
-                                    self.config.important_weight)
+        norms = group_norms(parameters, case.coupled, case.sizes)
+        sparsity = sparsity_penalty(norms, self.config.target_keep, self.config.important_weight)
         loss = task + self.config.sparsity_weight * sparsity
+        if self.config.prune_aware_weight > 0:
+            # The same batch through the rewritten network with its weakest channels off: the
+            # metanetwork is rewarded for rewrites that keep working once those channels are pruned.
+            keep_share = self.config.target_keep + (1 - self.config.target_keep) * float(
+                torch.rand((), generator=self._keep_generator))
+            dropped = drop_weak_channels(parameters, case.coupled, norms, keep_share)
+            case.model.train()
+            pruned_logits = functional_call(case.model, _train_mode_parameters(dropped), (inputs,))
+            case.model.eval()
+            loss = loss + self.config.prune_aware_weight * F.cross_entropy(pruned_logits, targets)
         if not torch.isfinite(loss):
             raise ConfigError(f"meta-training diverged: the loss became {loss.item()} (task {task.item()}, sparsity "
                               f"{sparsity.item()}); lower --lr or --epsilon. Nothing was written for this epoch")
@@ -265,6 +306,7 @@ class MetaTrainer:
                 # Everything random in an epoch derives from (seed, epoch): a resumed run repeats it exactly.
                 epoch_seed = config.seed * 10_007 + epoch
                 generator = torch.Generator().manual_seed(epoch_seed)
+                self._keep_generator = torch.Generator().manual_seed(epoch_seed + 1)
                 train_loader, _, _ = make_loaders(self.splits, batch_size=config.batch_size, seed=epoch_seed)
                 if hasattr(train_loader.dataset, "set_epoch"):
                     train_loader.dataset.set_epoch(epoch)
