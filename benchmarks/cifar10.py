@@ -21,7 +21,8 @@ measured again. Methods:
   metanetwork, re-estimates BatchNorm, fine-tunes the rewritten network briefly
   (``--meta-finetune-images``, 1 epoch, the same recipe as after pruning, on another seeded
   subset) and prunes it with the output-sensitive group L2 ranking; ``meta_rewrite_only`` skips
-  that fine-tune; ``output_group_l2_ft`` is the control: the same pre-prune fine-tune without
+  that fine-tune (it is ``--criterion meta``); ``meta_group_l2`` is ``meta_rewrite_only`` ranked by
+  the full group L2 norm (``--criterion meta_group_l2``); ``output_group_l2_ft`` is the control: the same pre-prune fine-tune without
   the rewrite. Every method then gets the identical fine-tune below.
 
 Model selection uses validation only (5,000 images held out of the training tree); test
@@ -76,11 +77,12 @@ METHODS: dict[str, tuple[str, str, str]] = {
     "random": ("metaprune", "random", "global"),
     "meta": ("metaprune", "meta", "global"),
     "meta_rewrite_only": ("metaprune", "meta", "global"),
+    "meta_group_l2": ("metaprune", "meta_group_l2", "global"),
     "output_group_l2_ft": ("metaprune", "output_group_l2", "global"),
 }
 #: Methods that fine-tune the (rewritten) dense network before pruning, and those that need ``--metanet``.
 PRE_FINETUNED = {"meta", "output_group_l2_ft"}
-META_METHODS = {"meta", "meta_rewrite_only"}
+META_METHODS = {"meta", "meta_rewrite_only", "meta_group_l2"}
 FINETUNE_LR = 0.01
 MIN_KEEP = 0.1
 FLOPS_TOLERANCE = 0.02
@@ -118,7 +120,7 @@ def prune_metaprune(dense: nn.Module, criterion_name: str, ranking: str, flops_r
     """
     example_input = splits.test[0][0].unsqueeze(0)
     seed_everything(seed)
-    criterion = get_criterion(criterion_name, seed=seed, **({"metanet": metanet} if criterion_name == "meta" else {}))
+    criterion = get_criterion(criterion_name, seed=seed, **({"metanet": metanet} if metanet is not None else {}))
     model, prepared = criterion.prepare(copy.deepcopy(dense), example_input, loaders)
     if extra is not None:
         extra.update(prepared)
@@ -274,13 +276,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def copied_runs(source: str, result: dict[str, Any], skip: set[str]) -> list[dict[str, Any]]:
-    """The runs of ``results/<source>.json`` of methods not in ``skip``, if its dense model and fine-tune match."""
+    """The runs of ``results/<source>.json`` of methods not in ``skip``, if its dense model and fine-tune match.
+
+    Runs of the metanetwork methods are never copied: they belong to the metanetwork they were run with.
+    """
     other = json.loads((RESULTS / f"{source}.json").read_text())
     keys = ("dense_checkpoint", "finetune_images", "finetune_epochs", "finetune_recipe", "seed")
     if any(other.get(key) != result[key] for key in keys) or other["dense"] != result["dense"]:
         raise SystemExit(f"error: results/{source}.json used another dense model or fine-tune; not copied")
     return [{**run, "copied_from": f"results/{source}.json"} for run in other["runs"]
-            if run["method"] not in skip and run["finetune_seed"] in result["finetune_seeds"]]
+            if run["method"] not in skip | META_METHODS and run["finetune_seed"] in result["finetune_seeds"]]
 
 
 def load_dense(args: argparse.Namespace, splits: DataSplits, loaders: tuple) -> tuple[nn.Module, str]:
@@ -352,7 +357,8 @@ def main() -> None:
     }
     if args.resume and (RESULTS / f"{name}.json").is_file():
         result["runs"] = [run for run in json.loads((RESULTS / f"{name}.json").read_text())["runs"]
-                          if not run.get("copied_from")]
+                          if not run.get("copied_from")
+                          and (run["method"] not in META_METHODS or run.get("metanet") == args.metanet)]
     if args.baselines_from:
         result["runs"] += copied_runs(args.baselines_from, result, set(args.methods))
     print(f"dense: val {result['dense']['val']:.4f} test {result['dense']['test']:.4f}", flush=True)
