@@ -196,6 +196,15 @@ def _train_mode_parameters(parameters: dict[str, torch.Tensor]) -> dict[str, tor
             for name, value in parameters.items()}
 
 
+def _train_mode_forward(model: torch.nn.Module, parameters: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+    """``model``'s logits with ``parameters`` in train mode (BatchNorm on batch statistics), left in eval mode."""
+    model.train()
+    try:
+        return functional_call(model, _train_mode_parameters(parameters), (inputs,))
+    finally:
+        model.eval()
+
+
 def validate(metanet: MetaNetwork | None, cases: list[_Case], splits: DataSplits, speedup: float) -> float:
     """Mean validation accuracy of held-out networks rewritten, BN-recalibrated and pruned (no fine-tune).
 
@@ -266,10 +275,7 @@ class MetaTrainer:
         return True
     def _step(self, case: _Case, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[float, float]:
         parameters = graph_to_parameters(self.metanet(case.graph), case.model)
-        case.model.train()
-        logits = functional_call(case.model, _train_mode_parameters(parameters), (inputs,))
-        case.model.eval()
-        task = F.cross_entropy(logits, targets)
+        task = F.cross_entropy(_train_mode_forward(case.model, parameters, inputs), targets)
         norms = group_norms(parameters, case.coupled, case.sizes)
         sparsity = sparsity_penalty(norms, self.config.target_keep, self.config.important_weight)
         loss = task + self.config.sparsity_weight * sparsity
@@ -279,9 +285,7 @@ class MetaTrainer:
             keep_share = self.config.target_keep + (1 - self.config.target_keep) * float(
                 torch.rand((), generator=self._keep_generator))
             dropped = drop_weak_channels(parameters, case.coupled, norms, keep_share)
-            case.model.train()
-            pruned_logits = functional_call(case.model, _train_mode_parameters(dropped), (inputs,))
-            case.model.eval()
+            pruned_logits = _train_mode_forward(case.model, dropped, inputs)
             loss = loss + self.config.prune_aware_weight * F.cross_entropy(pruned_logits, targets)
         if not torch.isfinite(loss):
             raise ConfigError(f"meta-training diverged: the loss became {loss.item()} (task {task.item()}, sparsity "

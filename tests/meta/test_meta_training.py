@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from meta_helpers import CONFIG
+from meta_helpers import CONFIG, interrupt_then_resume
 
 from metaprune.errors import ConfigError, WeightsError
 from metaprune.flops import count_flops
@@ -60,23 +60,8 @@ def test_meta_training_checkpoints_every_epoch_and_writes_the_report(trained):
 
 
 def test_an_interrupted_run_resumes_to_the_same_result(population, splits, trained, tmp_path, monkeypatch):
-    root, networks = population
     reference = trained[1]
-
-    original = MetaTrainer._checkpoint
-
-    def crash_after_first_epoch(self, epoch):
-        original(self, epoch)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(MetaTrainer, "_checkpoint", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        MetaTrainer(CONFIG, root, networks, splits, tmp_path / "resumed").fit(progress=False)
-    monkeypatch.setattr(MetaTrainer, "_checkpoint", original)
-    trainer = MetaTrainer(CONFIG, root, networks, splits, tmp_path / "resumed")
-    assert trainer.resume() and trainer.start_epoch == 1
-    resumed = trainer.fit(progress=False)
+    resumed = interrupt_then_resume(CONFIG, population, splits, tmp_path / "resumed", monkeypatch)
     assert resumed.task_loss == pytest.approx(reference.task_loss, rel=1e-5)
     assert resumed.sparsity_loss == pytest.approx(reference.sparsity_loss, rel=1e-5)
 

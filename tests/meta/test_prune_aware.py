@@ -6,7 +6,7 @@ import copy
 
 import pytest
 import torch
-from meta_helpers import CONFIG
+from meta_helpers import CONFIG, interrupt_then_resume
 from torch.func import functional_call
 
 from metaprune.errors import ConfigError
@@ -75,20 +75,7 @@ def test_prune_aware_training_changes_the_metanetwork_and_resumes_exactly(popula
     aware, plain = load_metanet(tmp_path / "aware" / CHECKPOINT), load_metanet(trained[0] / CHECKPOINT)
     assert any(not torch.equal(a, b) for a, b in zip(aware.state_dict().values(), plain.state_dict().values()))
 
-    original = MetaTrainer._checkpoint
-
-    def crash_after_first_epoch(self, epoch):
-        original(self, epoch)
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(MetaTrainer, "_checkpoint", crash_after_first_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        MetaTrainer(config, root, networks, splits, tmp_path / "resumed").fit(progress=False)
-    monkeypatch.setattr(MetaTrainer, "_checkpoint", original)
-    trainer = MetaTrainer(config, root, networks, splits, tmp_path / "resumed")
-    assert trainer.resume() and trainer.start_epoch == 1
-    resumed = trainer.fit(progress=False)
+    resumed = interrupt_then_resume(config, population, splits, tmp_path / "resumed", monkeypatch)
     assert resumed.task_loss == pytest.approx(history.task_loss, rel=1e-5)
     assert resumed.sparsity_loss == pytest.approx(history.sparsity_loss, rel=1e-5)
 
